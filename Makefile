@@ -1,0 +1,31 @@
+# The front door: each target creates .venv when missing and installs the package into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train evaluate test bench clean
+
+$(STAMP): setup.cfg setup.py
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python scripts/train.py --out ckpt.pt
+
+evaluate: $(STAMP)
+	$(BIN)/python scripts/evaluate.py --checkpoint ckpt.pt
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python scripts/benchmark.py --out bench.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json bench.json
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

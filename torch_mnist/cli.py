@@ -1,0 +1,173 @@
+"""Command-line entry points behind scripts/train.py and scripts/evaluate.py."""
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .checkpoint import build_model, checkpoint_normalization, load_checkpoint
+from .config import KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
+from .data import InMemoryBatches, decode, load_mnist, resolve_data_root
+from .engine import NonFiniteLossError, evaluate, make_loss_fn
+from .errors import UserError
+from .idx import verify_checksums
+from .progress import Progress
+from .reference import comparison_table
+from .runtime import resolve_device
+from .training import CheckpointWriter, load_for_resume, run_training
+
+DEFAULTS = TrainConfig()
+# Flags that define the run's arithmetic: fixed by the checkpoint when resuming.
+RUN_FLAGS = [f.name for f in fields(TrainConfig) if f.name != "epochs"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (exit status 143 instead of 130)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def run_main(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
+    """Run a script's ``main``: a :class:`UserError` becomes one stderr line and exit code 2."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $TORCH_MNIST_DATA, else ./data)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """Flags for train.py; every default comes from :class:`TrainConfig`."""
+    p = argparse.ArgumentParser(description="Train the reference MLP on MNIST (defaults: the Keras reference run).")
+    p.add_argument("--epochs", type=int, default=None, help=f"total epochs of the run (default: {DEFAULTS.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"default: {DEFAULTS.batch_size}")
+    p.add_argument("--lr", type=float, help=f"RMSprop learning rate (default: {DEFAULTS.lr})")
+    p.add_argument("--rho", type=float, help=f"RMSprop decay (default: {DEFAULTS.rho})")
+    p.add_argument("--eps", type=float, help=f"RMSprop epsilon (default: {DEFAULTS.eps})")
+    p.add_argument("--hidden", type=int, help=f"hidden units (default: {DEFAULTS.hidden})")
+    p.add_argument("--seed", type=int, help=f"seeds weights and shuffling (default: {DEFAULTS.seed})")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, help=f"default: {DEFAULTS.normalize}")
+    p.add_argument("--loader", choices=LOADERS,
+                   help=f"memory: decoded tensors on the device; dataloader: per-image transform "
+                        f"(default: {DEFAULTS.loader})")
+    p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS),
+                   help=f"RMSprop epsilon placement and loss clipping of that Keras generation "
+                        f"(default: {DEFAULTS.keras_semantics})")
+    _data_flags(p)
+    p.add_argument("--out", help="checkpoint path (default: ckpt.pt, or the --resume path)")
+    p.add_argument("--save-every", type=int, default=1, help="write the checkpoint every N epochs (default: 1)")
+    p.add_argument("--resume", help="continue the run saved in this checkpoint")
+    p.add_argument("--verify-data", action="store_true", help="check the MNIST files' official MD5 sums first")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def check_output_path(path: Path) -> None:
+    """Reject an output path that could not be written, before any work starts."""
+    folder = path.parent
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a directory; give a file path such as {path / 'ckpt.pt'}")
+    if not folder.is_dir():
+        raise UserError(f"--out {path}: folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {path}: folder {folder} is not writable ({e.strerror})") from None
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    overrides = {name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name) is not None}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return TrainConfig(**{**DEFAULTS.to_dict(), **overrides}).validate()
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    args = train_parser().parse_args(argv)
+    if args.save_every <= 0:
+        raise UserError(f"--save-every must be a positive integer, got {args.save_every}")
+    out = Path(args.out or args.resume or "ckpt.pt")
+    check_output_path(out)
+    device = resolve_device(args.device)
+    resume = None
+    if args.resume:
+        given = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} cannot be changed when resuming; the checkpoint fixes them")
+        resume, config = load_for_resume(Path(args.resume), args.epochs or DEFAULTS.epochs)
+    else:
+        config = _train_config(args)
+    data_root = resolve_data_root(args.data_dir)
+    if args.verify_data:
+        verify_checksums(data_root / "MNIST" / "raw")
+
+    writer = CheckpointWriter(out, args.save_every, config.epochs)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        result = run_training(config, data_root, device, out, save_every=args.save_every, resume=resume,
+                              progress=Progress("quiet" if args.quiet else "auto"), writer=writer)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {_saved_note(writer, out, resume, config)}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except NonFiniteLossError as e:
+        raise UserError(f"{e}; {_saved_note(writer, out, resume, config)}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+    history = result.history
+    print(comparison_table(history))
+    print(f"checkpoint: {out} (history: {out.with_suffix('.json')})")
+    print(f"loss: {history['val_loss'][-1]}")
+    print(f"acc: {history['val_accuracy'][-1]}")
+    return 0
+
+
+def _saved_note(writer: CheckpointWriter, out: Path, resume: Optional[dict], config: TrainConfig) -> str:
+    """Where the last complete epoch is, and the command that continues from it."""
+    epoch = writer.saved_epoch if writer.saved_epoch is not None else (resume or {}).get("epoch")
+    if epoch is None:
+        return "no epoch completed, so no checkpoint was written"
+    return (f"epoch {epoch} is saved in {out}; continue with: "
+            f"python scripts/train.py --resume {out} --epochs {config.epochs}")
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a checkpoint on the 10,000 MNIST test images.")
+    p.add_argument("--checkpoint", default="ckpt.pt", help="checkpoint written by train.py (default: ckpt.pt)")
+    _data_flags(p)
+    return p
+
+
+def evaluate_main(argv: Optional[List[str]] = None) -> int:
+    args = evaluate_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(Path(args.checkpoint))
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = build_model(checkpoint, device)
+    test_set = decode(load_mnist(resolve_data_root(args.data_dir), train=False),
+                      checkpoint_normalization(checkpoint), device)
+    # The training run's batch size, so the sums run in the same order as its validation.
+    batches = InMemoryBatches(test_set, config.batch_size)
+    loss_fn = make_loss_fn(KERAS_SEMANTICS[config.keras_semantics]["clip_probabilities"])
+    metrics = evaluate(model, batches, device, loss_fn)
+    print(f"loss: {metrics['loss']}")
+    print(f"acc: {metrics['accuracy']}")
+    return 0
+
+
+def script(main: Callable[[Optional[List[str]]], int]) -> None:
+    """The body of ``if __name__ == "__main__"`` for scripts: run and exit with the status."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(run_main(main))

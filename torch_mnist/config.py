@@ -1,0 +1,73 @@
+"""The training configuration; its defaults are the reference Keras run's."""
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import UserError
+
+NORMALIZATIONS = ("scale", "standardize")
+LOADERS = ("memory", "dataloader")
+
+# Which optimizer and loss arithmetic each Keras generation uses.
+# keras2: legacy RMSprop, eps added outside the square root (as torch.optim.RMSprop),
+#         cross-entropy straight from the logits.
+# keras3: eps inside the square root, softmax probabilities clipped to [1e-7, 1 - 1e-7].
+KERAS_SEMANTICS = {
+    "keras2": {"eps_placement": "outside", "clip_probabilities": False},
+    "keras3": {"eps_placement": "inside", "clip_probabilities": True},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run's result.
+
+    Stored in every checkpoint as a plain dict, so a checkpoint alone
+    rebuilds its model and continues its run.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128  # 469 steps per epoch; the last batch holds 96 images
+    lr: float = 1e-3  # Keras RMSprop default; torch's RMSprop defaults to 1e-2
+    rho: float = 0.9  # Keras RMSprop default; torch's alpha defaults to 0.99
+    eps: float = 1e-7  # Keras' epsilon; torch's RMSprop defaults to 1e-8
+    hidden: int = 512
+    seed: int = 0
+    normalize: str = "scale"  # the reference divides by 255; "standardize" as pytorch/examples
+    loader: str = "memory"  # decoded tensors on the device; "dataloader" = per-image transform
+    # keras2 matches the reference's logged curves (see keras_reference.md and README).
+    keras_semantics: str = "keras2"
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`UserError` for a value no run could use; return self."""
+        for name in ("epochs", "batch_size", "hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("lr", "eps"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise UserError(f"--{name} must be a positive number, got {value!r}")
+        if not 0.0 <= self.rho < 1.0:
+            raise UserError(f"--rho must be in [0, 1), got {self.rho!r}")
+        _check_choice("normalize", self.normalize, NORMALIZATIONS)
+        _check_choice("loader", self.loader, LOADERS)
+        _check_choice("keras-semantics", self.keras_semantics, tuple(KERAS_SEMANTICS))
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict`; keys this version does not know are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown configuration keys {unknown}; was this written by a newer torch_mnist?")
+        return cls(**values)
+
+
+def _check_choice(flag: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"--{flag} must be one of {', '.join(choices)}, got {value!r}")

@@ -1,0 +1,76 @@
+"""Keras-style progress lines, drawn with tqdm in a terminal and plain in a log."""
+
+import sys
+import time
+from typing import Callable, Dict, Optional, TextIO
+
+from tqdm import tqdm
+
+REFRESH_SECONDS = 0.2  # how often a terminal bar redraws (and the device is read)
+
+Metrics = Dict[str, float]
+
+
+def format_metrics(metrics: Metrics) -> str:
+    """``loss: 0.0687 - accuracy: 0.9793``, Keras' way of printing metrics."""
+    return " - ".join(f"{name}: {value:.4f}" for name, value in metrics.items())
+
+
+class Progress:
+    """Prints ``Epoch 3/20`` then ``469/469 [====] - 2s 4ms/step - loss: ...``.
+
+    ``mode``: "bar" (a live tqdm bar; for terminals), "lines" (one line per
+    epoch, no carriage returns; for log files) or "quiet" (nothing). The
+    default "auto" picks "bar" when the stream is a terminal.
+    """
+
+    def __init__(self, mode: str = "auto", stream: Optional[TextIO] = None):
+        self.stream = stream or sys.stdout
+        if mode == "auto":
+            mode = "bar" if self.stream.isatty() else "lines"
+        self.mode = mode
+        self._bar: Optional[tqdm] = None
+        self._last_refresh = 0.0
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self._start = time.perf_counter()
+        self._steps = steps
+        if self.mode == "quiet":
+            return
+        print(f"Epoch {epoch}/{epochs}", file=self.stream, flush=True)
+        if self.mode == "bar":
+            self._bar = tqdm(total=steps, file=self.stream, ascii=".=", leave=True,
+                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed} {postfix}")
+            self._last_refresh = time.perf_counter()
+
+    def due(self) -> bool:
+        """Whether the bar wants fresh numbers now (reading them may sync the device)."""
+        return self._bar is not None and time.perf_counter() - self._last_refresh >= REFRESH_SECONDS
+
+    def show(self, step: int, read_metrics: Callable[[], Metrics]) -> None:
+        """Redraw at ``step`` with the running means, if a redraw is due."""
+        if not self.due():
+            return
+        self._bar.n = step
+        self._bar.set_postfix_str(f"- {format_metrics(read_metrics())}", refresh=False)
+        self._bar.refresh()
+        self._last_refresh = time.perf_counter()
+
+    def end_epoch(self, metrics: Metrics) -> None:
+        seconds = time.perf_counter() - self._start
+        timing = f"{seconds:.0f}s {1000 * seconds / self._steps:.0f}ms/step"
+        if self._bar is not None:
+            self._bar.n = self._steps
+            self._bar.bar_format = "{n_fmt}/{total_fmt} [{bar:30}] {postfix}"
+            self._bar.set_postfix_str(f"- {timing} - {format_metrics(metrics)}", refresh=False)
+            self._bar.close()
+            self._bar = None
+        elif self.mode == "lines":
+            print(f"{self._steps}/{self._steps} - {timing} - {format_metrics(metrics)}",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Close a bar left open by an interrupted epoch."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

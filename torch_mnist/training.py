@@ -1,0 +1,105 @@
+"""A whole training run: data, model, optimizer, resume, and periodic checkpoints."""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from .config import KERAS_SEMANTICS, TrainConfig
+from .data import Normalization, make_batches
+from .engine import History, fit, make_loss_fn, new_history
+from .errors import UserError
+from .model import MLP
+from .optim import RMSprop
+from .progress import Progress
+from .runtime import fast_cpu_math
+
+
+@dataclass
+class RunResult:
+    history: History
+    epochs_done: int
+    checkpoint_path: Path
+
+
+class CheckpointWriter:
+    """Snapshots the run after every epoch and writes every ``save_every``-th one.
+
+    On an interruption or error, :meth:`flush` writes the last complete
+    epoch's snapshot if it has not been written yet, so no finished epoch is lost.
+    """
+
+    def __init__(self, path: Path, save_every: int, epochs: int):
+        self.path, self.save_every, self.epochs = Path(path), save_every, epochs
+        self.pending: Optional[dict] = None
+        self.saved_epoch: Optional[int] = None
+
+    def epoch_end(self, snapshot: dict) -> None:
+        self.pending = snapshot
+        epoch = snapshot["epoch"]
+        if epoch % self.save_every == 0 or epoch == self.epochs:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            save_checkpoint(self.pending, self.path)
+            self.saved_epoch = self.pending["epoch"]
+            self.pending = None
+
+
+def resume_config(checkpoint: dict, epochs: int) -> TrainConfig:
+    """The checkpoint's config with ``epochs`` as the run's new total (Keras' ``initial_epoch`` rule)."""
+    config = replace(TrainConfig.from_dict(checkpoint["config"]), epochs=epochs)
+    if checkpoint["epoch"] >= epochs:
+        raise UserError(f"the checkpoint has already trained {checkpoint['epoch']} epochs; "
+                        f"pass --epochs larger than {checkpoint['epoch']} to continue")
+    return config
+
+
+def run_training(config: TrainConfig, data_root: Path, device: torch.device, out: Path, *,
+                 save_every: int = 1, resume: Optional[dict] = None,
+                 progress: Optional[Progress] = None, writer: Optional[CheckpointWriter] = None) -> RunResult:
+    """Train ``config`` (continuing ``resume``, a loaded checkpoint, if given); checkpoint to ``out``.
+
+    Pass your own ``writer`` to inspect what was saved after an interruption.
+    """
+    config.validate()
+    semantics = KERAS_SEMANTICS[config.keras_semantics]
+    normalization = Normalization.named(config.normalize)
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    init_generator = torch.Generator().manual_seed(config.seed)  # a separate stream for the weights
+    model = MLP(hidden=config.hidden, generator=init_generator).to(device)
+    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
+                        eps_placement=semantics["eps_placement"])
+    history, initial_epoch = new_history(), 0
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        shuffle_generator.set_state(resume["rng_state"])
+        history, initial_epoch = {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
+
+    train_batches = make_batches(data_root, True, normalization, config.batch_size, device,
+                                 config.loader, shuffle_generator)
+    test_batches = make_batches(data_root, False, normalization, config.batch_size, device, config.loader)
+    writer = writer or CheckpointWriter(out, save_every, config.epochs)
+
+    def on_epoch_end(epoch: int, history: History) -> None:
+        writer.epoch_end(make_checkpoint(model, optimizer, config, normalization, epoch, history,
+                                         shuffle_generator))
+
+    with fast_cpu_math(device):
+        try:
+            fit(model, optimizer, train_batches, test_batches, device, config.epochs,
+                loss_fn=make_loss_fn(semantics["clip_probabilities"]), initial_epoch=initial_epoch,
+                history=history, progress=progress, on_epoch_end=on_epoch_end)
+        finally:
+            writer.flush()  # keep the last complete epoch, whatever stopped us
+    return RunResult(history, config.epochs, Path(out))
+
+
+def load_for_resume(path: Path, epochs: int) -> tuple:
+    """Load a checkpoint to continue; return ``(checkpoint, config)``."""
+    checkpoint = load_checkpoint(path)
+    return checkpoint, resume_config(checkpoint, epochs)
