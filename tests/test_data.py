@@ -1,0 +1,105 @@
+import os
+
+import pytest
+import torch
+
+from torch_mnist import InMemoryBatches, Normalization, UserError, decode, load_mnist
+from torch_mnist.data import PermutationBatchSampler, resolve_data_root
+
+
+class TestDataRoot:
+    def test_flag_then_environment_then_default(self, monkeypatch):
+        monkeypatch.setenv("TORCH_MNIST_DATA", "/from/env")
+        assert str(resolve_data_root("/from/flag")) == "/from/flag"
+        assert str(resolve_data_root(None)) == "/from/env"
+        monkeypatch.delenv("TORCH_MNIST_DATA")
+        assert str(resolve_data_root(None)) == "data"
+
+
+class TestMissingData:
+    def test_offline_error_names_folder_and_files_and_leaves_nothing(self, tmp_path):
+        root = tmp_path / "nothing-here"
+        with pytest.raises(UserError) as error:
+            load_mnist(root, train=True)  # the download fails: this machine has no internet
+        message = str(error.value)
+        assert str(root / "MNIST" / "raw") in message
+        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            assert name in message
+        assert "\n" not in message
+        assert not root.exists()
+
+    def test_no_download_when_disallowed(self, tmp_path):
+        with pytest.raises(UserError, match="not found"):
+            load_mnist(tmp_path, train=False, download=False)
+
+
+class TestNormalization:
+    @pytest.mark.parametrize("name", ["scale", "standardize"])
+    def test_whole_tensor_equals_per_image_transform(self, name, synthetic_root):
+        normalization = Normalization.named(name)
+        per_image = load_mnist(synthetic_root, train=True, transform=normalization.per_image_transform())
+        decoded = decode(load_mnist(synthetic_root, train=True), normalization, torch.device("cpu"))
+        for i in range(len(per_image)):
+            image, label = per_image[i]
+            assert torch.equal(decoded.images[i], image.flatten())
+            assert decoded.labels[i].item() == label
+
+    @pytest.mark.parametrize("name", ["scale", "standardize"])
+    def test_whole_tensor_equals_per_image_transform_on_real_mnist(self, name, real_root):
+        normalization = Normalization.named(name)
+        per_image = load_mnist(real_root, train=False, transform=normalization.per_image_transform())
+        decoded = decode(load_mnist(real_root, train=False), normalization, torch.device("cpu"))
+        stacked = torch.stack([per_image[i][0].flatten() for i in range(0, 10000, 7)])
+        assert torch.equal(decoded.images[::7], stacked)
+
+    def test_scale_output_range_and_shape(self, real_root):
+        test_set = decode(load_mnist(real_root, train=False), Normalization.named("scale"), torch.device("cpu"))
+        assert test_set.images.shape == (10000, 784) and test_set.images.dtype == torch.float32
+        assert test_set.images.min().item() == 0.0 and test_set.images.max().item() == 1.0
+        assert test_set.labels.shape == (10000,) and set(test_set.labels.tolist()) == set(range(10))
+
+    def test_standardize_centres_the_training_pixels(self, real_root):
+        train_set = decode(load_mnist(real_root, train=True), Normalization.named("standardize"),
+                           torch.device("cpu"))
+        assert abs(train_set.images.mean().item()) < 1e-3
+        assert abs(train_set.images.std().item() - 1.0) < 1e-3
+
+    def test_unknown_name_is_a_user_error(self):
+        with pytest.raises(UserError, match="unknown normalization"):
+            Normalization.named("whiten")
+
+
+class TestBatching:
+    def _split(self, n=300):
+        from torch_mnist import TensorSplit
+        return TensorSplit(torch.arange(n, dtype=torch.float32).unsqueeze(1).repeat(1, 784),
+                           torch.arange(n) % 10)
+
+    def test_shuffled_epoch_covers_every_sample_once_with_ragged_last_batch(self):
+        batches = InMemoryBatches(self._split(), 128, torch.Generator().manual_seed(0))
+        sizes, seen = [], []
+        for images, labels in batches:
+            sizes.append(len(labels))
+            seen += images[:, 0].long().tolist()
+        assert sizes == [128, 128, 44] and len(batches) == 3
+        assert sorted(seen) == list(range(300)) and seen != list(range(300))
+
+    def test_each_epoch_reshuffles_and_seed_repeats(self):
+        first = [images[:, 0].tolist() for images, _ in InMemoryBatches(self._split(), 100,
+                                                                     torch.Generator().manual_seed(5))]
+        batches = InMemoryBatches(self._split(), 100, torch.Generator().manual_seed(5))
+        epoch1 = [images[:, 0].tolist() for images, _ in batches]
+        epoch2 = [images[:, 0].tolist() for images, _ in batches]
+        assert epoch1 == first and epoch2 != epoch1
+
+    def test_without_generator_batches_are_in_order(self):
+        seen = [i for images, _ in InMemoryBatches(self._split(), 128) for i in images[:, 0].long().tolist()]
+        assert seen == list(range(300))
+
+    def test_dataloader_sampler_draws_the_same_batches(self):
+        memory = InMemoryBatches(self._split(), 128, torch.Generator().manual_seed(9))
+        sampler = PermutationBatchSampler(300, 128, torch.Generator().manual_seed(9))
+        for _ in range(2):
+            expected = [images[:, 0].long().tolist() for images, _ in memory]
+            assert list(sampler) == expected

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from torch_mnist import MLP, InMemoryBatches, RMSprop, decode, evaluate, fit, load_mnist, train_one_epoch
+from torch_mnist.data import Normalization
+from torch_mnist.engine import EpochMeter, NonFiniteLossError
+from torch_mnist.losses import cross_entropy
+
+CPU = torch.device("cpu")
+
+
+def _splits(root):
+    scale = Normalization.named("scale")
+    return decode(load_mnist(root, True), scale, CPU), decode(load_mnist(root, False), scale, CPU)
+
+
+def _model_and_optimizer(seed=0, lr=1e-3):
+    model = MLP(generator=torch.Generator().manual_seed(seed))
+    return model, RMSprop(model.parameters(), lr=lr)
+
+
+class TestTrainOneEpoch:
+    def test_epoch_figures_are_sample_weighted_means_of_the_steps(self, synthetic_root):
+        train_set, _ = _splits(synthetic_root)
+        model, optimizer = _model_and_optimizer()
+        reference_model, reference_optimizer = _model_and_optimizer()
+        metrics = train_one_epoch(model, InMemoryBatches(train_set, 128, torch.Generator().manual_seed(1)),
+                                  optimizer, CPU)
+        # The same epoch, reading loss and accuracy from every step as a naive loop would.
+        loss_sum = correct = count = 0
+        for images, labels in InMemoryBatches(train_set, 128, torch.Generator().manual_seed(1)):
+            reference_optimizer.zero_grad()
+            logits = reference_model(images)
+            loss = cross_entropy(logits, labels)
+            loss.backward()
+            reference_optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            count += len(labels)
+        assert count == 600  # 4 batches of 128 and a ragged one of 88
+        assert metrics["loss"] == pytest.approx(loss_sum / count, rel=1e-6)
+        assert metrics["accuracy"] == correct / count
+
+    def test_non_finite_loss_stops_with_epoch_and_step(self, synthetic_root):
+        train_set, _ = _splits(synthetic_root)
+        model, optimizer = _model_and_optimizer(lr=1e20)  # RMSprop steps ~lr: logits overflow float32
+        with pytest.raises(NonFiniteLossError) as error:
+            train_one_epoch(model, InMemoryBatches(train_set, 32, torch.Generator().manual_seed(0)),
+                            optimizer, CPU, epoch=3)
+        assert error.value.epoch == 3 and 1 <= error.value.step <= 19
+        assert "epoch 3, step" in str(error.value) and "--lr" in str(error.value)
+
+    def test_meter_finds_the_first_bad_step(self):
+        meter = EpochMeter(4, CPU)
+        for step, value in enumerate([1.0, 2.0, float("nan"), 3.0]):
+            meter.record(step, torch.tensor(value), torch.zeros(2, 10), torch.zeros(2, dtype=torch.long))
+        with pytest.raises(NonFiniteLossError, match="epoch 7, step 3"):
+            meter.check_finite(7)
+
+
+class TestEvaluate:
+    def test_exact_over_ragged_batches(self, synthetic_root):
+        _, test_set = _splits(synthetic_root)
+        model, _ = _model_and_optimizer()
+        metrics = evaluate(model, InMemoryBatches(test_set, 64), CPU)  # 64+64+64+8
+        with torch.no_grad():
+            logits = model(test_set.images)
+        assert metrics["loss"] == pytest.approx(cross_entropy(logits, test_set.labels).item(), rel=1e-6)
+        assert metrics["accuracy"] == (logits.argmax(1) == test_set.labels).sum().item() / 200
+
+    def test_eval_mode_restored_and_generator_untouched(self, synthetic_root):
+        _, test_set = _splits(synthetic_root)
+        model, _ = _model_and_optimizer()
+        generator = torch.Generator().manual_seed(3)
+        state = generator.get_state()
+        evaluate(model, InMemoryBatches(test_set, 64), CPU)
+        assert model.training and torch.equal(generator.get_state(), state)
+
+
+class TestFit:
+    def _fit(self, root, epochs=3, seed=0):
+        train_set, test_set = _splits(root)
+        model, optimizer = _model_and_optimizer(seed)
+        return fit(model, optimizer, InMemoryBatches(train_set, 128, torch.Generator().manual_seed(seed)),
+                   InMemoryBatches(test_set, 128), CPU, epochs)
+
+    def test_history_has_keras_shape(self, synthetic_root):
+        history = self._fit(synthetic_root)
+        assert list(history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+        assert all(len(values) == 3 for values in history.values())
+
+    def test_the_net_learns(self, synthetic_root):
+        history = self._fit(synthetic_root, epochs=4)
+        assert history["loss"][-1] < history["loss"][0] / 3
+        assert history["val_accuracy"][-1] > 0.95
+
+    def test_same_seed_same_history(self, synthetic_root):
+        assert self._fit(synthetic_root) == self._fit(synthetic_root)
+        assert self._fit(synthetic_root) != self._fit(synthetic_root, seed=1)

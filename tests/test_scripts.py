@@ -1,0 +1,142 @@
+"""The scripts as users run them: subprocesses, exit codes, what is printed and written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error, run_script
+
+
+def _parse_figures(stdout):
+    figures = dict(line.split(": ", 1) for line in stdout.splitlines() if line.startswith(("loss: ", "acc: ")))
+    return float(figures["loss"]), float(figures["acc"])
+
+
+@pytest.mark.slow
+class TestRealRun:
+    def test_one_epoch_then_evaluate_reproduces_its_figures(self, real_root, tmp_path):
+        out = tmp_path / "ckpt.pt"
+        trained = run_script("train", "--epochs", 1, "--data-dir", real_root, "--out", out, "--device", "cpu")
+        assert trained.returncode == 0, trained.stderr
+        assert "Epoch 1/1" in trained.stdout and "469/469" in trained.stdout
+        assert "\r" not in trained.stdout  # a log file gets whole lines, not a redrawn bar
+        assert "| 1 | " in trained.stdout and "0.4194" in trained.stdout  # the reference beside ours
+        history = json.loads(out.with_suffix(".json").read_text())["history"]
+        assert history["val_accuracy"][0] >= 0.95
+        assert _parse_figures(trained.stdout) == (history["val_loss"][-1], history["val_accuracy"][-1])
+
+        evaluated = run_script("evaluate", "--checkpoint", out, "--data-dir", real_root, "--device", "cpu")
+        assert evaluated.returncode == 0, evaluated.stderr
+        loss, accuracy = _parse_figures(evaluated.stdout)
+        assert accuracy == history["val_accuracy"][-1]
+        assert loss == pytest.approx(history["val_loss"][-1], rel=1e-9)
+
+
+class TestTrainScript:
+    def test_missing_data_is_one_line(self, tmp_path):
+        result = run_script("train", "--data-dir", tmp_path / "none", "--out", tmp_path / "c.pt")
+        assert_one_line_error(result, str(tmp_path / "none" / "MNIST" / "raw"), "train-images-idx3-ubyte",
+                              "t10k-labels-idx1-ubyte")
+        assert not (tmp_path / "c.pt").exists()
+
+    @pytest.mark.parametrize("flags, message", [
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--lr", "0"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--save-every", "0"], "--save-every must be a positive integer"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+        (["--out", "{tmp}/no/such/folder/c.pt"], "does not exist"),
+        (["--out", "{tmp}"], "is a directory"),
+    ])
+    def test_bad_flags_are_rejected_before_any_work(self, synthetic_root, tmp_path, flags, message):
+        flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
+        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", *flags)
+        assert_one_line_error(result, message)
+        assert not (tmp_path / "c.pt").exists()
+
+    def test_unwritable_output_folder(self, synthetic_root, tmp_path):
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o500)
+        try:
+            if os.access(folder, os.W_OK):
+                pytest.skip("running as a user who can write anywhere (root)")
+            result = run_script("train", "--data-dir", synthetic_root, "--out", folder / "c.pt")
+            assert_one_line_error(result, "is not writable")
+        finally:
+            folder.chmod(0o700)
+
+    def test_cuda_requested_without_cuda(self, synthetic_root, tmp_path):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", "--device", "cuda")
+        assert_one_line_error(result, "CUDA is not available")
+
+    def test_diverging_run_stops_and_keeps_the_existing_checkpoint(self, synthetic_root, tmp_path):
+        out = tmp_path / "c.pt"
+        out.write_bytes(b"an earlier checkpoint")
+        result = run_script("train", "--data-dir", synthetic_root, "--out", out, "--lr", "1e20")
+        assert_one_line_error(result, "epoch 1, step", "try a smaller --lr")
+        assert out.read_bytes() == b"an earlier checkpoint"
+
+    def test_resume_continues_to_the_same_history(self, synthetic_root, tmp_path):
+        common = ["--data-dir", synthetic_root, "--quiet"]
+        assert run_script("train", *common, "--epochs", 3, "--out", tmp_path / "one.pt").returncode == 0
+        assert run_script("train", *common, "--epochs", 1, "--out", tmp_path / "two.pt").returncode == 0
+        resumed = run_script("train", *common, "--epochs", 3, "--resume", tmp_path / "two.pt")
+        assert resumed.returncode == 0, resumed.stderr
+        one = json.loads((tmp_path / "one.json").read_text())
+        two = json.loads((tmp_path / "two.json").read_text())
+        assert two["history"] == one["history"] and two["epoch"] == 3
+
+    def test_resume_refuses_changed_hyperparameters(self, synthetic_root, tmp_path):
+        assert run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--quiet",
+                          "--out", tmp_path / "c.pt").returncode == 0
+        result = run_script("train", "--data-dir", synthetic_root, "--resume", tmp_path / "c.pt", "--lr", "0.1")
+        assert_one_line_error(result, "--lr cannot be changed when resuming")
+
+    @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_signal_stops_cleanly_and_keeps_last_epoch(self, synthetic_root, tmp_path, sig, code):
+        out = tmp_path / "c.pt"
+        process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--data-dir",
+                                    str(synthetic_root), "--epochs", "100000", "--out", str(out), "--quiet"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not out.with_suffix(".json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # wait for the first epoch's checkpoint
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == code, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in stderr
+        epoch = json.loads(out.with_suffix(".json").read_text())["epoch"]
+        assert lines[0] == (f"interrupted: epoch {epoch} is saved in {out}; continue with: "
+                            f"python scripts/train.py --resume {out} --epochs 100000")
+        assert torch.load(out, weights_only=True)["epoch"] == epoch
+
+
+class TestEvaluateScript:
+    @pytest.mark.parametrize("content, message", [
+        (None, "no such checkpoint file"),
+        (b"", "empty file"),
+        (b"plain text, not a checkpoint\n", "not a readable checkpoint"),
+    ])
+    def test_bad_checkpoint_is_one_line(self, tmp_path, content, message):
+        path = tmp_path / "ckpt.pt"
+        if content is not None:
+            path.write_bytes(content)
+        result = run_script("evaluate", "--checkpoint", path)
+        assert_one_line_error(result, str(path), message)
+        if content is not None:
+            assert path.read_bytes() == content
+
+    def test_directory_is_one_line(self, tmp_path):
+        assert_one_line_error(run_script("evaluate", "--checkpoint", tmp_path), "is a directory")

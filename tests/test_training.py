@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from torch_mnist import TrainConfig, UserError, load_checkpoint, run_training
+from torch_mnist.training import CheckpointWriter, resume_config
+
+CPU = torch.device("cpu")
+
+
+def _train(root, out, epochs, **overrides):
+    return run_training(TrainConfig(epochs=epochs, **overrides), root, CPU, out)
+
+
+class TestRunTraining:
+    def test_resumed_run_equals_one_go_bit_for_bit(self, synthetic_root, tmp_path):
+        one_go = _train(synthetic_root, tmp_path / "one.pt", 3)
+        _train(synthetic_root, tmp_path / "split.pt", 1)
+        checkpoint = load_checkpoint(tmp_path / "split.pt")
+        resumed = run_training(resume_config(checkpoint, 3), synthetic_root, CPU, tmp_path / "split.pt",
+                               resume=checkpoint)
+        assert resumed.history == one_go.history
+        final_one = load_checkpoint(tmp_path / "one.pt")["model_state"]
+        final_split = load_checkpoint(tmp_path / "split.pt")["model_state"]
+        assert all(torch.equal(final_one[k], final_split[k]) for k in final_one)
+
+    def test_keras_initial_epoch_rule(self, synthetic_root, tmp_path):
+        _train(synthetic_root, tmp_path / "ckpt.pt", 1)
+        checkpoint = load_checkpoint(tmp_path / "ckpt.pt")
+        run_training(resume_config(checkpoint, 2), synthetic_root, CPU, tmp_path / "ckpt.pt", resume=checkpoint)
+        saved = load_checkpoint(tmp_path / "ckpt.pt")
+        assert saved["epoch"] == 2 and len(saved["history"]["loss"]) == 2
+        with pytest.raises(UserError, match="already trained 2 epochs"):
+            resume_config(saved, 2)
+
+    def test_save_every_writes_during_the_run(self, synthetic_root, tmp_path):
+        epochs_seen = []
+
+        class Recorder(CheckpointWriter):
+            def flush(self):
+                if self.pending is not None:
+                    epochs_seen.append(self.pending["epoch"])
+                super().flush()
+
+        run_training(TrainConfig(epochs=5), synthetic_root, CPU, tmp_path / "c.pt",
+                     writer=Recorder(tmp_path / "c.pt", save_every=2, epochs=5))
+        assert epochs_seen == [2, 4, 5]
+
+    def test_interruption_keeps_the_last_complete_epoch(self, synthetic_root, tmp_path):
+        out = tmp_path / "c.pt"
+
+        class StopInEpochThree(CheckpointWriter):
+            def epoch_end(self, snapshot):
+                super().epoch_end(snapshot)
+                if snapshot["epoch"] == 2:
+                    raise KeyboardInterrupt  # as if Ctrl-C came right after epoch 2
+
+        writer = StopInEpochThree(out, save_every=10, epochs=20)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(TrainConfig(epochs=20), synthetic_root, CPU, out, writer=writer)
+        assert writer.saved_epoch == 2 and load_checkpoint(out)["epoch"] == 2
+
+    def test_both_loaders_give_the_same_history(self, synthetic_root, tmp_path):
+        memory = _train(synthetic_root, tmp_path / "m.pt", 2, loader="memory")
+        loader = _train(synthetic_root, tmp_path / "d.pt", 2, loader="dataloader")
+        for key in memory.history:
+            assert loader.history[key] == pytest.approx(memory.history[key], rel=1e-5)
+
+    def test_keras3_semantics_run_and_are_recorded(self, synthetic_root, tmp_path):
+        result = _train(synthetic_root, tmp_path / "k3.pt", 2, keras_semantics="keras3")
+        assert result.history["val_accuracy"][-1] > 0.9
+        saved = load_checkpoint(tmp_path / "k3.pt")
+        assert saved["config"]["keras_semantics"] == "keras3"
+        assert saved["optimizer_state"]["param_groups"][0]["eps_placement"] == "inside"
