@@ -74,6 +74,22 @@ class TestTrainScript:
         finally:
             folder.chmod(0o700)
 
+    def test_output_folder_nobody_can_write(self, synthetic_root):
+        # /proc refuses new files even to root, so this runs wherever the tests run.
+        result = run_script("train", "--data-dir", synthetic_root, "--out", "/proc/ckpt.pt")
+        assert_one_line_error(result, "--out /proc/ckpt.pt: folder /proc is not writable")
+
+    def test_verify_data_rejects_files_that_are_not_the_official_release(self, synthetic_root, tmp_path):
+        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", "--verify-data")
+        assert_one_line_error(result, "train-images-idx3-ubyte: MD5", "differs from the official release")
+        assert not (tmp_path / "c.pt").exists()
+
+    def test_corrupted_data_file_is_named(self, synthetic_root, tmp_path):
+        labels = synthetic_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+        labels.write_bytes(labels.read_bytes()[:-10])
+        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt")
+        assert_one_line_error(result, str(labels), "truncated or corrupted")
+
     def test_cuda_requested_without_cuda(self, synthetic_root, tmp_path):
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")

@@ -83,6 +83,8 @@ def verify_checksums(raw_folder: Path) -> None:
     """Compare the four files against the official release's MD5 sums."""
     for name, expected in OFFICIAL_MD5.items():
         path = Path(raw_folder) / name
+        if not path.is_file():
+            raise UserError(f"{path}: missing; cannot verify the MNIST files")
         digest = hashlib.md5(path.read_bytes()).hexdigest()
         if digest != expected:
             raise UserError(f"{path}: MD5 {digest} differs from the official release's {expected}")

@@ -1,0 +1,148 @@
+"""Speed measurements in one run: the matmul floor, both data paths, evaluation, memory.
+
+Every time is reported as a ratio to the floor measured in the same run, so
+the figures compare on a noisy or shared machine.
+"""
+
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+from .config import TrainConfig
+from .data import Normalization, make_batches
+from .engine import evaluate, train_one_epoch
+from .model import IMAGE_PIXELS, MLP
+from .optim import RMSprop
+from .runtime import fast_cpu_math
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, calls: int = 50, repeats: int = 7) -> float:
+    """Seconds per call of ``fn``: the best of ``repeats`` timings of ``calls`` calls, after a warm-up."""
+    for _ in range(calls // 5 + 1):
+        fn()
+    _sync(device)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        timings.append((time.perf_counter() - start) / calls)
+    return min(timings)
+
+
+def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512, classes: int = 10) -> Dict:
+    """The time of the matrix multiplies no training epoch can avoid, at their real shapes.
+
+    Per step: both layers' forward, both weight gradients, and the gradient
+    into the hidden layer (the input needs none). Per epoch: 469 steps plus
+    the validation forward passes of 10,000 test images.
+    """
+    def t(*shape):
+        return torch.rand(*shape, device=device)
+
+    x, h, w1, w2, b1 = t(batch_size, IMAGE_PIXELS), t(batch_size, hidden), t(hidden, IMAGE_PIXELS), \
+        t(classes, hidden), t(hidden)
+    g_logits, g_hidden = t(batch_size, classes), t(batch_size, hidden)
+    shapes = {  # name: (function, m, k, n) for an (m, k) @ (k, n) product
+        "forward 1 (128x784 @ 784x512)": (lambda: torch.addmm(b1, x, w1.t()), batch_size, IMAGE_PIXELS, hidden),
+        "forward 2 (128x512 @ 512x10)": (lambda: h @ w2.t(), batch_size, hidden, classes),
+        "grad W2 (10x128 @ 128x512)": (lambda: g_logits.t() @ h, classes, batch_size, hidden),
+        "grad hidden (128x10 @ 10x512)": (lambda: g_logits @ w2, batch_size, classes, hidden),
+        "grad W1 (512x128 @ 128x784)": (lambda: g_hidden.t() @ x, hidden, batch_size, IMAGE_PIXELS),
+    }
+    rows = {}
+    for name, (fn, m, k, n) in shapes.items():
+        seconds = best_time(fn, device)
+        rows[name] = {"seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9}
+    step = sum(row["seconds"] for row in rows.values())
+    forward = sum(rows[name]["seconds"] for name in list(shapes)[:2])
+    steps = -(-TRAIN_IMAGES // batch_size)
+    validation_batches = -(-TEST_IMAGES // batch_size)
+    return {"per_shape": rows, "step_seconds": step, "steps": steps,
+            "epoch_seconds": steps * step + validation_batches * forward}
+
+
+def epoch_seconds(data_root: Path, device: torch.device, loader: str, repeats: int,
+                  config: TrainConfig = TrainConfig()) -> List[float]:
+    """Seconds of whole epochs (training + validation) through one data path, after a warm-up epoch."""
+    normalization = Normalization.named(config.normalize)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_batches = make_batches(data_root, True, normalization, config.batch_size, device, loader, generator)
+    test_batches = make_batches(data_root, False, normalization, config.batch_size, device, loader)
+    model = MLP(hidden=config.hidden).to(device)
+    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+    timings = []
+    with fast_cpu_math(device):
+        for epoch in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            train_one_epoch(model, train_batches, optimizer, device, epoch=epoch + 1)
+            evaluate(model, test_batches, device)
+            timings.append(time.perf_counter() - start)
+    return timings[1:]  # the first epoch warms caches and allocators
+
+
+def evaluation_throughput(data_root: Path, device: torch.device, batch_size: int = 128) -> float:
+    """Test images per second through :func:`evaluate` on the fast path."""
+    batches = make_batches(data_root, False, Normalization.named("scale"), batch_size, device)
+    model = MLP().to(device)
+    seconds = best_time(lambda: evaluate(model, batches, device), device, calls=3, repeats=5)
+    return TEST_IMAGES / seconds
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loader_repeats: int = 2) -> Dict:
+    """All measurements of one run, as a JSON-ready dict."""
+    floor = matmul_floor(device)
+    fast = epoch_seconds(data_root, device, "memory", repeats)
+    fast_rss = peak_rss_mb()
+    loader = epoch_seconds(data_root, device, "dataloader", loader_repeats) if loader_repeats else []
+    result = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "floor": floor,
+        "fast_epoch_seconds": {"runs": fast, "median": statistics.median(fast)},
+        "eval_images_per_second": evaluation_throughput(data_root, device),
+        "peak_rss_mb_fast_path": fast_rss,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if loader:
+        result["dataloader_epoch_seconds"] = {"runs": loader, "median": statistics.median(loader)}
+    return result
+
+
+def format_report(result: Dict) -> str:
+    """The benchmark as a markdown table, each time also as a multiple of the floor."""
+    floor = result["floor"]["epoch_seconds"]
+    lines = [f"device {result['device']}, torch {result['torch']}, {result['threads']} threads", "",
+             "| shape | best time | GFLOP/s |", "|---|---|---|"]
+    for name, row in result["floor"]["per_shape"].items():
+        lines.append(f"| {name} | {row['seconds'] * 1e6:.0f} us | {row['gflops']:.1f} |")
+    lines += ["", "| measurement | value | x floor |", "|---|---|---|",
+              f"| matmul floor, one epoch (train + validation) | {floor:.3f} s | 1.00 |"]
+    fast = result["fast_epoch_seconds"]["median"]
+    lines.append(f"| fast path (in-memory), seconds per epoch | {fast:.3f} s | {fast / floor:.2f} |")
+    if "dataloader_epoch_seconds" in result:
+        slow = result["dataloader_epoch_seconds"]["median"]
+        lines.append(f"| DataLoader path, seconds per epoch | {slow:.3f} s | {slow / floor:.2f} |")
+        lines.append(f"| fast path speed-up over DataLoader | {slow / fast:.1f}x | |")
+    lines.append(f"| evaluation throughput | {result['eval_images_per_second']:,.0f} images/s | |")
+    lines.append(f"| peak resident memory (fast path only) | {result['peak_rss_mb_fast_path']:.0f} MB | |")
+    lines.append(f"| peak resident memory (whole benchmark) | {result['peak_rss_mb']:.0f} MB | |")
+    return "\n".join(lines)
