@@ -94,6 +94,31 @@ def epoch_seconds(data_root: Path, device: torch.device, loader: str, repeats: i
     return timings[1:]  # the first epoch warms caches and allocators
 
 
+def profile_epoch(data_root: Path, device: torch.device, top: int = 10,
+                  config: TrainConfig = TrainConfig()) -> List[Dict]:
+    """Where one fast-path training epoch spends its time: torch.profiler's top ops by self time.
+
+    The profiler adds its own overhead per op, so read the shares, not the totals.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    normalization = Normalization.named(config.normalize)
+    batches = make_batches(data_root, True, normalization, config.batch_size, device, "memory",
+                           torch.Generator().manual_seed(config.seed))
+    model = MLP(hidden=config.hidden).to(device)
+    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+    with fast_cpu_math(device):
+        train_one_epoch(model, batches, optimizer, device)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_one_epoch(model, batches, optimizer, device)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [{"op": e.key, "calls_per_step": e.count / len(batches),
+             "ms_per_step": e.self_cpu_time_total / 1000 / len(batches),
+             "share": e.self_cpu_time_total / total} for e in ranked]
+
+
 def evaluation_throughput(data_root: Path, device: torch.device, batch_size: int = 128) -> float:
     """Test images per second through :func:`evaluate` on the fast path."""
     batches = make_batches(data_root, False, Normalization.named("scale"), batch_size, device)
@@ -122,6 +147,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "peak_rss_mb_fast_path": fast_rss,
         "peak_rss_mb": peak_rss_mb(),
     }
+    result["profile"] = profile_epoch(data_root, device)
     if loader:
         result["dataloader_epoch_seconds"] = {"runs": loader, "median": statistics.median(loader)}
     return result
@@ -145,4 +171,9 @@ def format_report(result: Dict) -> str:
     lines.append(f"| evaluation throughput | {result['eval_images_per_second']:,.0f} images/s | |")
     lines.append(f"| peak resident memory (fast path only) | {result['peak_rss_mb_fast_path']:.0f} MB | |")
     lines.append(f"| peak resident memory (whole benchmark) | {result['peak_rss_mb']:.0f} MB | |")
+    lines += ["", "Profile of one fast-path training epoch (torch.profiler, self time):", "",
+              "| op | calls/step | ms/step | share |", "|---|---|---|---|"]
+    for row in result.get("profile", []):
+        lines.append(f"| {row['op']} | {row['calls_per_step']:.0f} | {row['ms_per_step']:.3f} | "
+                     f"{100 * row['share']:.1f}% |")
     return "\n".join(lines)
