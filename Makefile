@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train evaluate test bench clean
+.PHONY: install train evaluate test bench reproduce clean
 
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,parity]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +26,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py --out bench.json
 
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --seeds 5 --out-dir runs/reproduce
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json bench.json
+	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json bench.json runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

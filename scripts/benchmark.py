@@ -16,7 +16,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", help="folder holding MNIST/raw (default: $TORCH_MNIST_DATA, else ./data)")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=5, help="timed fast-path epochs (median reported)")
-    p.add_argument("--loader-repeats", type=int, default=2, help="timed DataLoader epochs; 0 skips them")
+    p.add_argument("--loader-repeats", type=int, default=2,
+                   help="timed epochs of the DataLoader path and of Keras 3 (if installed); 0 skips them")
     p.add_argument("--out", default="bench.json", help="where to write the JSON (default: bench.json)")
     args = p.parse_args(argv)
     if args.repeats <= 0 or args.loader_repeats < 0:

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import torch
 
 from .config import TrainConfig
-from .data import Normalization, make_batches
+from .data import Normalization, decode, load_mnist, make_batches
 from .engine import evaluate, train_one_epoch
 from .model import IMAGE_PIXELS, MLP
 from .optim import RMSprop
@@ -127,6 +127,22 @@ def evaluation_throughput(data_root: Path, device: torch.device, batch_size: int
     return TEST_IMAGES / seconds
 
 
+def keras_epochs(data_root: Path, repeats: int) -> List[float]:
+    """Keras 3's seconds per epoch of the same program on the same data, if the parity extra is here."""
+    from .errors import UserError
+    from .keras_parity import import_keras, keras_epoch_seconds
+
+    try:
+        import_keras()
+    except UserError:
+        return []
+    scale = Normalization.named("scale")
+    train_set = decode(load_mnist(data_root, True), scale, torch.device("cpu"))
+    test_set = decode(load_mnist(data_root, False), scale, torch.device("cpu"))
+    return keras_epoch_seconds(train_set.images.numpy(), train_set.labels, test_set.images.numpy(),
+                               test_set.labels, repeats)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -148,6 +164,9 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "peak_rss_mb": peak_rss_mb(),
     }
     result["profile"] = profile_epoch(data_root, device)
+    keras = keras_epochs(data_root, loader_repeats) if loader_repeats else []
+    if keras:
+        result["keras_epoch_seconds"] = {"runs": keras, "median": statistics.median(keras)}
     if loader:
         result["dataloader_epoch_seconds"] = {"runs": loader, "median": statistics.median(loader)}
     return result
@@ -168,6 +187,10 @@ def format_report(result: Dict) -> str:
         slow = result["dataloader_epoch_seconds"]["median"]
         lines.append(f"| DataLoader path, seconds per epoch | {slow:.3f} s | {slow / floor:.2f} |")
         lines.append(f"| fast path speed-up over DataLoader | {slow / fast:.1f}x | |")
+    if "keras_epoch_seconds" in result:
+        keras = result["keras_epoch_seconds"]["median"]
+        lines.append(f"| Keras 3 (torch backend), seconds per epoch | {keras:.3f} s | {keras / floor:.2f} |")
+        lines.append(f"| fast path speed-up over Keras 3 | {keras / fast:.1f}x | |")
     lines.append(f"| evaluation throughput | {result['eval_images_per_second']:,.0f} images/s | |")
     lines.append(f"| peak resident memory (fast path only) | {result['peak_rss_mb_fast_path']:.0f} MB | |")
     lines.append(f"| peak resident memory (whole benchmark) | {result['peak_rss_mb']:.0f} MB | |")

@@ -40,6 +40,9 @@ def run_main(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # outside training (which reports its own): nothing to keep
+        print("interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, clip_probabilit
     """
     if not clip_probabilities:
         return F.cross_entropy(logits, labels, reduction=reduction)
-    probabilities = logits.softmax(dim=1).clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    probabilities = logits.softmax(dim=1)
+    # Keras renormalizes the probabilities before clipping; kept for step-for-step parity, since
+    # a last-bit difference decides whether a confident sample is clipped (and gets no gradient).
+    probabilities = probabilities / probabilities.sum(dim=1, keepdim=True)
+    probabilities = probabilities.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
     losses = -probabilities.gather(1, labels.unsqueeze(1)).squeeze(1).log()
     if reduction == "mean":
         return losses.mean()

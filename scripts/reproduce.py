@@ -1,0 +1,44 @@
+"""Is it luck? N seeds of the reference run, summarized beside the reference: python scripts/reproduce.py --seeds 5."""
+
+import argparse
+import json
+from pathlib import Path
+
+from torch_mnist.cli import script
+from torch_mnist.config import KERAS_SEMANTICS, TrainConfig
+from torch_mnist.data import resolve_data_root
+from torch_mnist.errors import UserError
+from torch_mnist.progress import Progress
+from torch_mnist.reproduce import reference_z_scores, run_seeds, summarize, summary_table
+from torch_mnist.runtime import resolve_device
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seeds", type=int, default=5, help="number of runs, seeds 0..N-1 (default: 5)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS), default=TrainConfig.keras_semantics)
+    p.add_argument("--data-dir", help="folder holding MNIST/raw (default: $TORCH_MNIST_DATA, else ./data)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out-dir", default="runs/reproduce", help="checkpoints and summary.json go here")
+    args = p.parse_args(argv)
+    if args.seeds < 2:
+        raise UserError("--seeds must be at least 2 to measure a spread")
+    config = TrainConfig(epochs=args.epochs, keras_semantics=args.keras_semantics).validate()
+    out_dir = Path(args.out_dir)
+    histories = run_seeds(config, list(range(args.seeds)), resolve_data_root(args.data_dir),
+                          resolve_device(args.device), out_dir, Progress("quiet"))
+    summary = summarize(histories)
+    scores = reference_z_scores(summary)
+    (out_dir / "summary.json").write_text(json.dumps(
+        {"config": config.to_dict(), "seeds": args.seeds, "histories": histories, "summary": summary,
+         "reference_z_scores": scores}, indent=2) + "\n")
+    print(summary_table(summary))
+    print("reference's distance from our runs, in our standard deviations (epochs 2-20): "
+          + ", ".join(f"{key} {value:.2f}" for key, value in scores.items()))
+    print(f"written: {out_dir / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    script(main)

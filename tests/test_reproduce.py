@@ -1,0 +1,63 @@
+import json
+import math
+
+import pytest
+import torch
+
+from torch_mnist import TrainConfig
+from torch_mnist.reference import reference_history
+from torch_mnist.reproduce import reference_z_scores, run_seeds, summarize, summary_table
+
+from conftest import assert_one_line_error, run_script
+
+
+def _history(loss, accuracy):
+    return {"loss": loss, "accuracy": accuracy, "val_loss": loss, "val_accuracy": accuracy}
+
+
+class TestSummaries:
+    def test_mean_and_sample_std_per_epoch(self):
+        summary = summarize([_history([1.0, 0.5], [0.8, 0.9]), _history([3.0, 0.5], [0.6, 0.9])])
+        assert summary["loss"]["mean"] == [2.0, 0.5]
+        assert summary["loss"]["std"] == [pytest.approx(math.sqrt(2)), 0.0]
+        assert summary["accuracy"]["mean"] == [pytest.approx(0.7), pytest.approx(0.9)]
+
+    def test_reference_inside_our_spread_scores_low(self):
+        reference = reference_history()
+        runs = []
+        for shift in (-0.001, 0.001):
+            runs.append({key: [(0.5 if v is None else v) + shift for v in values]
+                         for key, values in reference.items()})
+        scores = reference_z_scores(summarize(runs))
+        # Our mean is the reference exactly: every z-score is 0.
+        assert scores["all"] == pytest.approx(0.0, abs=1e-9)
+
+    def test_reference_far_from_our_runs_scores_high(self):
+        reference = reference_history()
+        runs = [{key: [(0.5 if v is None else v) + 0.1 + shift for v in values]
+                 for key, values in reference.items()} for shift in (-0.001, 0.001)]
+        assert reference_z_scores(summarize(runs))["loss"] > 50
+
+    def test_table_rows(self):
+        table = summary_table(summarize([_history([1.0], [0.8]), _history([3.0], [0.6])]))
+        assert table.splitlines()[2].startswith("| 1 | 2.0000 ± 1.4 | 0.4194 | 0.7000 ± 0.14 | 0.8802 |")
+
+
+class TestRunSeeds:
+    def test_seeds_differ_and_are_checkpointed(self, synthetic_root, tmp_path):
+        histories = run_seeds(TrainConfig(epochs=2), [0, 1], synthetic_root, torch.device("cpu"), tmp_path / "runs")
+        assert len(histories) == 2 and histories[0] != histories[1]
+        assert (tmp_path / "runs" / "seed0.pt").is_file() and (tmp_path / "runs" / "seed1.json").is_file()
+
+    def test_script(self, synthetic_root, tmp_path):
+        result = run_script("reproduce", "--seeds", 2, "--epochs", 1, "--data-dir", synthetic_root,
+                            "--out-dir", tmp_path / "runs")
+        assert result.returncode == 0, result.stderr
+        saved = json.loads((tmp_path / "runs" / "summary.json").read_text())
+        assert saved["seeds"] == 2 and len(saved["histories"]) == 2
+        assert "± " in result.stdout
+
+    def test_script_needs_two_seeds(self, synthetic_root, tmp_path):
+        result = run_script("reproduce", "--seeds", 1, "--data-dir", synthetic_root, "--out-dir", tmp_path / "r")
+        assert_one_line_error(result, "--seeds must be at least 2")
+        assert not (tmp_path / "r").exists()
