@@ -1,5 +1,6 @@
 import os
 import pickle
+import signal
 
 import pytest
 import torch
@@ -63,6 +64,21 @@ class TestAtomicWrite:
             atomic_write(path, crash_half_way)
         assert path.read_bytes() == b"previous complete checkpoint"
         assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+    def test_ctrl_c_during_a_write_waits_for_it_to_complete(self, tmp_path):
+        path = tmp_path / "ckpt.pt"
+        path.write_bytes(b"previous")
+
+        def interrupted_half_way(f):
+            f.write(b"new first half, ")
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-write
+            f.write(b"new second half")
+
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(path, interrupted_half_way)
+        assert path.read_bytes() == b"new first half, new second half"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
 class TestRefusals:

@@ -1,11 +1,14 @@
 """Checkpoints: atomic writes, safe loading (``weights_only``), validation."""
 
+import contextlib
 import json
 import os
 import pickle
+import signal
+import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -21,13 +24,41 @@ REQUIRED_KEYS = ("format", "format_version", "architecture", "config", "normaliz
                  "history", "model_state", "optimizer_state", "rng_state")
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as usual.
+
+    An exception raised inside ``torch.save`` can leave its zip writer broken
+    and raising errors of its own; deferring keeps a write whole. Only the
+    main thread can install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])  # now handled by the restored handler
+
+
 def atomic_write(path: Path, write: Callable) -> None:
     """Write ``path`` so that a crash at any moment leaves the old file or the new one.
 
     ``write(f)`` fills a temporary file in the same folder, which is flushed,
     fsynced and renamed over ``path`` (``os.replace`` is atomic on POSIX).
+    Ctrl-C and SIGTERM wait until the write is complete.
     """
-    path = Path(path)
+    with signals_deferred():
+        _write_and_rename(Path(path), write)
+
+
+def _write_and_rename(path: Path, write: Callable) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -77,10 +108,14 @@ def _copy_to_cpu(value):
 
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Atomically write ``checkpoint`` to ``path`` and its history to ``path`` with ``.json``."""
-    atomic_write(path, lambda f: torch.save(checkpoint, f))
+    """Atomically write ``checkpoint`` to ``path`` and its history to ``path`` with ``.json``.
+
+    A signal waits for both files, so the two never describe different epochs.
+    """
     summary = {key: checkpoint[key] for key in ("epoch", "config", "normalization", "history")}
-    atomic_write(history_path(path), lambda f: f.write(json.dumps(summary, indent=2).encode() + b"\n"))
+    with signals_deferred():
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        atomic_write(history_path(path), lambda f: f.write(json.dumps(summary, indent=2).encode() + b"\n"))
 
 
 def history_path(checkpoint_path: Path) -> Path:
