@@ -8,8 +8,9 @@ from torch_mnist.cli import script
 from torch_mnist.config import KERAS_SEMANTICS, TrainConfig
 from torch_mnist.data import resolve_data_root
 from torch_mnist.errors import UserError
+from torch_mnist.plots import plot_seed_band
 from torch_mnist.progress import Progress
-from torch_mnist.reproduce import reference_z_scores, run_seeds, summarize, summary_table
+from torch_mnist.reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table
 from torch_mnist.runtime import resolve_device
 
 
@@ -30,13 +31,21 @@ def main(argv=None) -> int:
                           resolve_device(args.device), out_dir, Progress("quiet"))
     summary = summarize(histories)
     scores = reference_z_scores(summary)
+    final = final_position(histories)
     (out_dir / "summary.json").write_text(json.dumps(
         {"config": config.to_dict(), "seeds": args.seeds, "histories": histories, "summary": summary,
-         "reference_z_scores": scores}, indent=2) + "\n")
+         "reference_z_scores": scores, "reference_final_position": final}, indent=2) + "\n")
     print(summary_table(summary))
     print("reference's distance from our runs, in our standard deviations (epochs 2-20): "
           + ", ".join(f"{key} {value:.2f}" for key, value in scores.items()))
-    print(f"written: {out_dir / 'summary.json'}")
+    print("reference's final epoch among our runs: " + ", ".join(
+        f"{key} {p['reference']:.4g} (above {100 * p['fraction_of_runs_below']:.0f}% of runs, z {p['z']:+.2f})"
+        for key, p in final.items()))
+    try:
+        plot_seed_band(summary, out_dir / "seeds.png")
+        print(f"written: {out_dir / 'summary.json'}, {out_dir / 'seeds.png'}")
+    except UserError as e:  # matplotlib missing: the numbers are still there
+        print(f"written: {out_dir / 'summary.json'} (plot skipped: {e})")
     return 0
 
 

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from torch_mnist import TrainConfig
 from torch_mnist.reference import reference_history
@@ -43,6 +44,16 @@ class TestSummaries:
         assert table.splitlines()[2].startswith("| 1 | 2.0000 ± 1.4 | 0.4194 | 0.7000 ± 0.14 | 0.8802 |")
 
 
+class TestFinalPosition:
+    def test_fraction_and_z(self):
+        from torch_mnist.reproduce import final_position
+        runs = [{k: [0.5] * 19 + [v] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+                for v in (0.98, 0.982, 0.984, 0.986)]
+        position = final_position(runs)["val_accuracy"]  # the reference's epoch 20: 0.9837
+        assert position["reference"] == 0.9837 and position["fraction_of_runs_below"] == 0.5
+        assert position["z"] == pytest.approx((0.9837 - 0.983) / 0.0025819889, rel=1e-6)
+
+
 class TestRunSeeds:
     def test_seeds_differ_and_are_checkpointed(self, synthetic_root, tmp_path):
         histories = run_seeds(TrainConfig(epochs=2), [0, 1], synthetic_root, torch.device("cpu"), tmp_path / "runs")
@@ -55,7 +66,9 @@ class TestRunSeeds:
         assert result.returncode == 0, result.stderr
         saved = json.loads((tmp_path / "runs" / "summary.json").read_text())
         assert saved["seeds"] == 2 and len(saved["histories"]) == 2
-        assert "± " in result.stdout
+        assert set(saved["reference_final_position"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert "± " in result.stdout and "reference's final epoch among our runs" in result.stdout
+        assert Image.open(tmp_path / "runs" / "seeds.png").size[0] > 600
 
     def test_script_needs_two_seeds(self, synthetic_root, tmp_path):
         result = run_script("reproduce", "--seeds", 1, "--data-dir", synthetic_root, "--out-dir", tmp_path / "r")

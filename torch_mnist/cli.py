@@ -1,4 +1,4 @@
-"""Command-line entry points behind scripts/train.py and scripts/evaluate.py."""
+"""The training command (scripts/train.py) and what every script shares: flags, errors, exit codes."""
 
 import argparse
 import os
@@ -9,10 +9,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .checkpoint import build_model, checkpoint_normalization, load_checkpoint
 from .config import KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
-from .data import InMemoryBatches, decode, load_mnist, resolve_data_root
-from .engine import NonFiniteLossError, evaluate, make_loss_fn
+from .data import resolve_data_root
+from .engine import NonFiniteLossError
 from .errors import UserError
 from .idx import verify_checksums
 from .progress import Progress
@@ -45,7 +44,7 @@ def run_main(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str
         return 143 if isinstance(e, Terminated) else 130
 
 
-def _data_flags(parser: argparse.ArgumentParser) -> None:
+def data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $TORCH_MNIST_DATA, else ./data)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
@@ -67,12 +66,13 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS),
                    help=f"RMSprop epsilon placement and loss clipping of that Keras generation "
                         f"(default: {DEFAULTS.keras_semantics})")
-    _data_flags(p)
+    data_flags(p)
     p.add_argument("--out", help="checkpoint path (default: ckpt.pt, or the --resume path)")
     p.add_argument("--save-every", type=int, default=1, help="write the checkpoint every N epochs (default: 1)")
     p.add_argument("--resume", help="continue the run saved in this checkpoint")
     p.add_argument("--verify-data", action="store_true", help="check the MNIST files' official MD5 sums first")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-plots", action="store_true", help="skip curves.png and confusion.png")
     return p
 
 
@@ -132,6 +132,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     history = result.history
     print(comparison_table(history))
     print(f"checkpoint: {out} (history: {out.with_suffix('.json')})")
+    if not args.no_plots:
+        from .cli_results import write_run_plots  # matplotlib, if present, loads only here
+        print(write_run_plots(out, data_root, device))
     print(f"loss: {history['val_loss'][-1]}")
     print(f"acc: {history['val_accuracy'][-1]}")
     return 0
@@ -144,30 +147,6 @@ def _saved_note(writer: CheckpointWriter, out: Path, resume: Optional[dict], con
         return "no epoch completed, so no checkpoint was written"
     return (f"epoch {epoch} is saved in {out}; continue with: "
             f"python scripts/train.py --resume {out} --epochs {config.epochs}")
-
-
-def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Evaluate a checkpoint on the 10,000 MNIST test images.")
-    p.add_argument("--checkpoint", default="ckpt.pt", help="checkpoint written by train.py (default: ckpt.pt)")
-    _data_flags(p)
-    return p
-
-
-def evaluate_main(argv: Optional[List[str]] = None) -> int:
-    args = evaluate_parser().parse_args(argv)
-    device = resolve_device(args.device)
-    checkpoint = load_checkpoint(Path(args.checkpoint))
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = build_model(checkpoint, device)
-    test_set = decode(load_mnist(resolve_data_root(args.data_dir), train=False),
-                      checkpoint_normalization(checkpoint), device)
-    # The training run's batch size, so the sums run in the same order as its validation.
-    batches = InMemoryBatches(test_set, config.batch_size)
-    loss_fn = make_loss_fn(KERAS_SEMANTICS[config.keras_semantics]["clip_probabilities"])
-    metrics = evaluate(model, batches, device, loss_fn)
-    print(f"loss: {metrics['loss']}")
-    print(f"acc: {metrics['accuracy']}")
-    return 0
 
 
 def script(main: Callable[[Optional[List[str]]], int]) -> None:

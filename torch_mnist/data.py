@@ -17,6 +17,7 @@ DATA_ENV_VAR = "TORCH_MNIST_DATA"
 DEFAULT_DATA_ROOT = "./data"
 MNIST_MEAN = 0.1307  # mean and std of the training pixels in [0, 1], as pytorch/examples use
 MNIST_STD = 0.3081
+CLASS_NAMES = [str(digit) for digit in range(10)]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 

@@ -53,6 +53,26 @@ def reference_z_scores(summary: Dict[str, Dict[str, list]], first_epoch: int = 2
     return scores
 
 
+def final_position(histories: List[History]) -> Dict[str, Dict[str, float]]:
+    """Where the reference's epoch-20 figures fall among our runs' epoch-20 figures.
+
+    For each metric: the fraction of our runs below the reference's value, and
+    its distance from our mean in our standard deviations (signed).
+    """
+    reference = reference_history()
+    position = {}
+    for key in KEYS:
+        ours = [history[key][-1] for history in histories]
+        epochs = len(histories[0][key])
+        ref = reference[key][epochs - 1] if epochs <= len(reference[key]) else None
+        if ref is None:
+            continue
+        spread = statistics.stdev(ours) if len(ours) > 1 else 0.0
+        position[key] = {"reference": ref, "fraction_of_runs_below": sum(v < ref for v in ours) / len(ours),
+                         "z": (ref - statistics.fmean(ours)) / spread if spread else math.nan}
+    return position
+
+
 def _figure(value: float) -> str:
     """Four decimals, or four significant digits for the small late-epoch losses."""
     return f"{value:.4f}" if value >= 0.01 else f"{value:.3g}"

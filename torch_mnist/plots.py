@@ -1,0 +1,99 @@
+"""Pictures of a run: learning curves beside the reference, confusion matrix, seed bands.
+
+matplotlib is an optional extra (``pip install -e .[plot]``); without it each
+function raises :class:`UserError` saying so, and training is unaffected.
+"""
+
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from .checkpoint import atomic_write
+from .errors import UserError
+from .reference import reference_history
+
+INSTALL_HINT = "matplotlib is not installed; pip install -e '.[plot]' to get the plots"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    atomic_write(Path(path), lambda f: figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+
+
+def _reference_line(axis, values: list, epochs: range, label: str, style: str) -> None:
+    points = [(e, v) for e, v in zip(epochs, values) if v is not None]  # epoch 16's val was cut off
+    axis.plot([e for e, _ in points], [v for _, v in points], style, color="grey", label=label)
+
+
+def plot_curves(history: Dict[str, list], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation, with the reference's logged run."""
+    plt = _pyplot()
+    reference = reference_history()
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    ours = range(1, len(history["loss"]) + 1)
+    theirs = range(1, len(reference["loss"]) + 1)
+    for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        axis.plot(ours, history[metric], "o-", color="tab:blue", label=f"training {metric}")
+        axis.plot(ours, history["val_" + metric], "o-", color="tab:orange", label=f"validation {metric}")
+        _reference_line(axis, reference[metric], theirs, f"reference training {metric}", "--")
+        _reference_line(axis, reference["val_" + metric], theirs, f"reference validation {metric}", ":")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    loss_axis.set_yscale("log")  # training loss spans three decades
+    accuracy_axis.set_ylim(0.95, 1.0)
+    figure.suptitle("torch_mnist vs the reference Keras run")
+    _save(figure, path)
+    plt.close(figure)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: List[str], path: Path) -> None:
+    """The confusion matrix as a heat map with counts (log colour scale: the diagonal dominates)."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    figure, axis = plt.subplots(figsize=(7, 6))
+    image = axis.imshow(matrix + 1, cmap="Blues", norm=LogNorm())
+    for (t, p), count in np.ndenumerate(matrix):
+        if count:
+            axis.text(p, t, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if t == p else "black")
+    axis.set_xticks(range(len(class_names)), class_names, rotation=45)
+    axis.set_yticks(range(len(class_names)), class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    figure.colorbar(image, ax=axis, label="count + 1")
+    _save(figure, path)
+    plt.close(figure)
+
+
+def plot_seed_band(summary: Dict[str, Dict[str, list]], path: Path) -> None:
+    """Mean ± std over seeds for each metric, with the reference's figures overlaid."""
+    plt = _pyplot()
+    reference = reference_history()
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for axis, metric in zip(axes, ("loss", "accuracy", "val_loss", "val_accuracy")):
+        mean, std = np.array(summary[metric]["mean"]), np.array(summary[metric]["std"])
+        epochs = np.arange(1, len(mean) + 1)
+        axis.fill_between(epochs, mean - std, mean + std, alpha=0.3, label="ours, mean ± std")
+        axis.plot(epochs, mean, color="tab:blue")
+        _reference_line(axis, reference[metric], range(1, 21), "reference", "o")
+        axis.set_title(metric)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        if metric == "loss":  # training loss spans three decades
+            axis.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    _save(figure, path)
+    plt.close(figure)
