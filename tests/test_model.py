@@ -42,3 +42,24 @@ class TestMLP:
         rebuilt = MLP(**model.architecture())
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
                {k: v.shape for k, v in model.state_dict().items()}
+
+
+class TestVariants:
+    def test_keras_mnist_mlp_parameter_count(self):
+        # Keras' mnist_mlp example: Dense(512) Dropout Dense(512) Dropout Dense(10) -> 669,706 parameters.
+        model = MLP(hidden=(512, 512), dropout=0.2)
+        assert sum(p.numel() for p in model.parameters()) == 669_706
+        assert [name for name, _ in model.named_children()] == ["fc1", "fc2", "fc3"]
+
+    def test_dropout_only_while_training(self):
+        model = MLP(hidden=(64, 64), dropout=0.5)
+        images = torch.rand(8, 784)
+        model.eval()
+        assert torch.equal(model(images), model(images))
+        model.train()
+        assert not torch.equal(model(images), model(images))
+
+    def test_rejects_bad_dropout(self):
+        import pytest
+        with pytest.raises(ValueError):
+            MLP(dropout=1.0)

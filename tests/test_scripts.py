@@ -156,3 +156,24 @@ class TestEvaluateScript:
 
     def test_directory_is_one_line(self, tmp_path):
         assert_one_line_error(run_script("evaluate", "--checkpoint", tmp_path), "is a directory")
+
+
+def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_path):
+    out = tmp_path / "mlp2.pt"
+    trained = run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--hidden", 32, 32,
+                         "--dropout", 0.2, "--out", out, "--quiet", "--no-plots")
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_script("evaluate", "--checkpoint", out, "--data-dir", synthetic_root, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    history = json.loads(out.with_suffix(".json").read_text())
+    assert history["config"]["hidden"] == [32, 32]
+    assert json.loads(evaluated.stdout)["accuracy"] == history["history"]["val_accuracy"][-1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hidden", "0"], "--hidden must be one or more positive integers"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+])
+def test_bad_variant_flags(synthetic_root, tmp_path, flags, message):
+    assert_one_line_error(run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", *flags),
+                          message)

@@ -71,3 +71,15 @@ class TestRunTraining:
         saved = load_checkpoint(tmp_path / "k3.pt")
         assert saved["config"]["keras_semantics"] == "keras3"
         assert saved["optimizer_state"]["param_groups"][0]["eps_placement"] == "inside"
+
+
+class TestVariants:
+    def test_two_hidden_layers_with_dropout_resume_bit_for_bit(self, synthetic_root, tmp_path):
+        variant = dict(hidden=(64, 64), dropout=0.2)
+        one_go = _train(synthetic_root, tmp_path / "one.pt", 3, **variant)
+        _train(synthetic_root, tmp_path / "split.pt", 1, **variant)
+        checkpoint = load_checkpoint(tmp_path / "split.pt")
+        assert checkpoint["architecture"]["hidden"] == [64, 64] and checkpoint["architecture"]["dropout"] == 0.2
+        resumed = run_training(resume_config(checkpoint, 3), synthetic_root, CPU, tmp_path / "split.pt",
+                               resume=checkpoint)
+        assert resumed.history == one_go.history

@@ -81,7 +81,7 @@ def epoch_seconds(data_root: Path, device: torch.device, loader: str, repeats: i
     generator = torch.Generator().manual_seed(config.seed)
     train_batches = make_batches(data_root, True, normalization, config.batch_size, device, loader, generator)
     test_batches = make_batches(data_root, False, normalization, config.batch_size, device, loader)
-    model = MLP(hidden=config.hidden).to(device)
+    model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
     optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
     timings = []
     with fast_cpu_math(device):
@@ -105,7 +105,7 @@ def profile_epoch(data_root: Path, device: torch.device, top: int = 10,
     normalization = Normalization.named(config.normalize)
     batches = make_batches(data_root, True, normalization, config.batch_size, device, "memory",
                            torch.Generator().manual_seed(config.seed))
-    model = MLP(hidden=config.hidden).to(device)
+    model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
     optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
     with fast_cpu_math(device):
         train_one_epoch(model, batches, optimizer, device)  # warm-up

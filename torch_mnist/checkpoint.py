@@ -94,6 +94,9 @@ def make_checkpoint(model: MLP, optimizer: torch.optim.Optimizer, config: TrainC
         "model_state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "optimizer_state": _copy_to_cpu(optimizer.state_dict()),
         "rng_state": generator.get_state(),  # the shuffling generator, so resume reshuffles the same
+        "torch_rng_state": torch.get_rng_state(),  # dropout's generator
+        **({"cuda_rng_state": torch.cuda.get_rng_state(next(model.parameters()).device)}
+           if next(model.parameters()).is_cuda else {}),
     }
 
 

@@ -57,7 +57,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help=f"RMSprop learning rate (default: {DEFAULTS.lr})")
     p.add_argument("--rho", type=float, help=f"RMSprop decay (default: {DEFAULTS.rho})")
     p.add_argument("--eps", type=float, help=f"RMSprop epsilon (default: {DEFAULTS.eps})")
-    p.add_argument("--hidden", type=int, help=f"hidden units (default: {DEFAULTS.hidden})")
+    p.add_argument("--hidden", type=int, nargs="+",
+                   help=f"units of each hidden layer, e.g. 512 512 (default: {' '.join(map(str, DEFAULTS.hidden))})")
+    p.add_argument("--dropout", type=float, help=f"dropout after each hidden layer (default: {DEFAULTS.dropout})")
     p.add_argument("--seed", type=int, help=f"seeds weights and shuffling (default: {DEFAULTS.seed})")
     p.add_argument("--normalize", choices=NORMALIZATIONS, help=f"default: {DEFAULTS.normalize}")
     p.add_argument("--loader", choices=LOADERS,

@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Tuple
 
 from .errors import UserError
 
@@ -31,19 +32,28 @@ class TrainConfig:
     lr: float = 1e-3  # Keras RMSprop default; torch's RMSprop defaults to 1e-2
     rho: float = 0.9  # Keras RMSprop default; torch's alpha defaults to 0.99
     eps: float = 1e-7  # Keras' epsilon; torch's RMSprop defaults to 1e-8
-    hidden: int = 512
+    hidden: Tuple[int, ...] = (512,)  # one Dense(512); (512, 512) is Keras' mnist_mlp example
+    dropout: float = 0.0  # after each hidden layer; mnist_mlp uses 0.2
     seed: int = 0
     normalize: str = "scale"  # the reference divides by 255; "standardize" as pytorch/examples
     loader: str = "memory"  # decoded tensors on the device; "dataloader" = per-image transform
     # keras2 matches the reference's logged curves (see keras_reference.md and README).
     keras_semantics: str = "keras2"
 
+    def __post_init__(self):
+        # Accept an int or any sequence (JSON gives lists); keep a tuple.
+        self.hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+
     def validate(self) -> "TrainConfig":
         """Raise :class:`UserError` for a value no run could use; return self."""
-        for name in ("epochs", "batch_size", "hidden"):
+        for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
+            raise UserError(f"--hidden must be one or more positive integers, got {list(self.hidden)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("lr", "eps"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -56,7 +66,9 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["hidden"] = list(self.hidden)  # the same in a checkpoint and in its JSON
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

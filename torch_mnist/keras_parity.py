@@ -31,15 +31,17 @@ def keras_reference_model(model: MLP, lr: float = 1e-3, rho: float = 0.9, eps: f
     """The reference's ``Sequential`` (Dense relu, Dense softmax, RMSprop, categorical CE),
     compiled, starting from ``model``'s current weights."""
     keras = import_keras()
+    if len(model.hidden) != 1 or model.dropout:
+        raise ValueError("the Keras reference has one hidden layer and no dropout")
     reference = keras.Sequential([
         keras.Input((model.in_features,)),
-        keras.layers.Dense(model.hidden, activation="relu"),
+        keras.layers.Dense(model.hidden[0], activation="relu"),
         keras.layers.Dense(model.num_classes, activation="softmax"),
     ])
     reference.compile(optimizer=keras.optimizers.RMSprop(learning_rate=lr, rho=rho, epsilon=eps),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     # Keras stores a Dense kernel as (inputs, outputs): the transpose of nn.Linear's weight.
-    for dense, linear in zip(reference.layers, (model.fc1, model.fc2)):
+    for dense, linear in zip(reference.layers, model.layers):
         dense.set_weights([linear.weight.detach().cpu().numpy().T, linear.bias.detach().cpu().numpy()])
     return reference
 

@@ -63,6 +63,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
                  progress: Optional[Progress] = None, writer: Optional[CheckpointWriter] = None) -> RunResult:
     """Train ``config`` (continuing ``resume``, a loaded checkpoint, if given); checkpoint to ``out``.
 
+    Seeds torch's global generator with ``config.seed`` (dropout draws from it).
     Pass your own ``writer`` to inspect what was saved after an interruption.
     """
     config.validate()
@@ -70,7 +71,8 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     normalization = Normalization.named(config.normalize)
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     init_generator = torch.Generator().manual_seed(config.seed)  # a separate stream for the weights
-    model = MLP(hidden=config.hidden, generator=init_generator).to(device)
+    model = MLP(hidden=config.hidden, dropout=config.dropout, generator=init_generator).to(device)
+    torch.manual_seed(config.seed)  # dropout draws from torch's global generator
     optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
                         eps_placement=semantics["eps_placement"])
     history, initial_epoch = new_history(), 0
@@ -78,6 +80,10 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
         model.load_state_dict(resume["model_state"])
         optimizer.load_state_dict(resume["optimizer_state"])
         shuffle_generator.set_state(resume["rng_state"])
+        if "torch_rng_state" in resume:  # dropout's stream (optional: absent in older checkpoints)
+            torch.set_rng_state(resume["torch_rng_state"])
+            if device.type == "cuda" and "cuda_rng_state" in resume:
+                torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
         history, initial_epoch = {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
 
     train_batches = make_batches(data_root, True, normalization, config.batch_size, device,
