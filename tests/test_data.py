@@ -103,3 +103,18 @@ class TestBatching:
         for _ in range(2):
             expected = [images[:, 0].long().tolist() for images, _ in memory]
             assert list(sampler) == expected
+
+
+class TestDatasets:
+    def test_each_dataset_has_its_own_statistics_and_names(self):
+        from torch_mnist.data import dataset_info
+        assert Normalization.named("standardize", "fashion-mnist").mean == 0.2860
+        assert Normalization.named("standardize", "kmnist").std == 0.3483
+        assert dataset_info("fashion-mnist").class_names[9] == "Ankle boot"
+        assert dataset_info("kmnist").folder == "KMNIST"
+        with pytest.raises(UserError, match="unknown dataset"):
+            dataset_info("cifar")
+
+    def test_missing_fashion_files_name_their_folder(self, tmp_path):
+        with pytest.raises(UserError, match=f"FashionMNIST files not found in {tmp_path / 'FashionMNIST' / 'raw'}"):
+            load_mnist(tmp_path, train=True, download=False, dataset="fashion-mnist")

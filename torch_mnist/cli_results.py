@@ -13,7 +13,7 @@ from .analysis import confusion_matrix, format_confusion, misclassified_grid, pe
 from .checkpoint import atomic_write, build_model, checkpoint_normalization, load_checkpoint
 from .cli import check_output_path, data_flags
 from .config import KERAS_SEMANTICS, TrainConfig
-from .data import CLASS_NAMES, InMemoryBatches, decode, load_mnist, resolve_data_root
+from .data import InMemoryBatches, dataset_info, decode, load_mnist, resolve_data_root
 from .engine import evaluate, make_loss_fn
 from .errors import UserError
 from .predict import predict_files
@@ -21,11 +21,16 @@ from .runtime import resolve_device
 
 
 def _test_batches(checkpoint: dict, data_root: Path, device):
-    """The test set as the training run validated on it: its normalization and batch size."""
-    test = load_mnist(data_root, train=False)
+    """The test set as the training run validated on it: its dataset, normalization and batch size."""
+    config = TrainConfig.from_dict(checkpoint["config"])
+    test = load_mnist(data_root, train=False, dataset=config.dataset)
     split = decode(test, checkpoint_normalization(checkpoint), device)
     # The run's own batch size, so the sums run in the same order as its validation did.
-    return test, InMemoryBatches(split, TrainConfig.from_dict(checkpoint["config"]).batch_size)
+    return test, InMemoryBatches(split, config.batch_size)
+
+
+def _class_names(checkpoint: dict) -> list:
+    return list(dataset_info(TrainConfig.from_dict(checkpoint["config"]).dataset).class_names)
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -55,12 +60,12 @@ def evaluate_main(argv: Optional[List[str]] = None) -> int:
         print(f"misclassified: {count} shown in {args.misclassified}", file=sys.stderr)
     if args.json:
         print(json.dumps({"loss": metrics["loss"], "accuracy": metrics["accuracy"],
-                          "per_class_accuracy": dict(zip(CLASS_NAMES, per_class_accuracy(matrix))),
+                          "per_class_accuracy": dict(zip(_class_names(checkpoint), per_class_accuracy(matrix))),
                           "confusion_matrix": matrix.tolist()}))
         return 0
     print(f"loss: {metrics['loss']}")
     print(f"acc: {metrics['accuracy']}")
-    print(format_confusion(matrix, CLASS_NAMES))
+    print(format_confusion(matrix, _class_names(checkpoint)))
     return 0
 
 
@@ -86,12 +91,14 @@ def predict_main(argv: Optional[List[str]] = None) -> int:
     for result in results:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
+    names = _class_names(checkpoint)
     if args.json:
-        print(json.dumps([result.to_dict() for result in results]))
+        print(json.dumps([{**result.to_dict(), **({"class_name": names[result.prediction]}
+                                                  if result.error is None else {})} for result in results]))
     else:
         for result in filter(lambda r: r.error is None, results):
-            top3 = ", ".join(f"{digit}: {probability:.3f}" for digit, probability in result.top3)
-            print(f"{result.path}: {result.prediction}  (top 3: {top3})")
+            top3 = ", ".join(f"{names[label]}: {probability:.3f}" for label, probability in result.top3)
+            print(f"{result.path}: {names[result.prediction]}  (top 3: {top3})")
     seen = [result.pixels for result in results if result.pixels is not None]
     if args.show_input and seen:
         strip = Image.fromarray(np.concatenate(seen, axis=1))
@@ -109,7 +116,7 @@ def write_run_plots(checkpoint_path: Path, data_root: Path, device, out_dir: Opt
         plots.plot_curves(checkpoint["history"], out_dir / "curves.png")
         model = build_model(checkpoint, device)
         _, batches = _test_batches(checkpoint, data_root, device)
-        plots.plot_confusion(confusion_matrix(*predict_batches(model, batches)), CLASS_NAMES,
+        plots.plot_confusion(confusion_matrix(*predict_batches(model, batches)), _class_names(checkpoint),
                              out_dir / "confusion.png")
     except UserError as e:
         if str(e) == plots.INSTALL_HINT:

@@ -8,6 +8,7 @@ from .errors import UserError
 
 NORMALIZATIONS = ("scale", "standardize")
 LOADERS = ("memory", "dataloader")
+DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # keys of torch_mnist.data.DATASETS
 
 # Which optimizer and loss arithmetic each Keras generation uses.
 # keras2: legacy RMSprop, eps added outside the square root (as torch.optim.RMSprop),
@@ -35,6 +36,7 @@ class TrainConfig:
     hidden: Tuple[int, ...] = (512,)  # one Dense(512); (512, 512) is Keras' mnist_mlp example
     dropout: float = 0.0  # after each hidden layer; mnist_mlp uses 0.2
     seed: int = 0
+    dataset: str = "mnist"  # or fashion-mnist, kmnist (torchvision's classes, same file format)
     normalize: str = "scale"  # the reference divides by 255; "standardize" as pytorch/examples
     loader: str = "memory"  # decoded tensors on the device; "dataloader" = per-image transform
     # keras2 matches the reference's logged curves (see keras_reference.md and README).
@@ -60,6 +62,7 @@ class TrainConfig:
                 raise UserError(f"--{name} must be a positive number, got {value!r}")
         if not 0.0 <= self.rho < 1.0:
             raise UserError(f"--rho must be in [0, 1), got {self.rho!r}")
+        _check_choice("dataset", self.dataset, DATASET_NAMES)
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
         _check_choice("loader", self.loader, LOADERS)
         _check_choice("keras-semantics", self.keras_semantics, tuple(KERAS_SEMANTICS))

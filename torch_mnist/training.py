@@ -68,7 +68,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     """
     config.validate()
     semantics = KERAS_SEMANTICS[config.keras_semantics]
-    normalization = Normalization.named(config.normalize)
+    normalization = Normalization.named(config.normalize, config.dataset)
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     init_generator = torch.Generator().manual_seed(config.seed)  # a separate stream for the weights
     model = MLP(hidden=config.hidden, dropout=config.dropout, generator=init_generator).to(device)
@@ -87,8 +87,9 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
         history, initial_epoch = {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
 
     train_batches = make_batches(data_root, True, normalization, config.batch_size, device,
-                                 config.loader, shuffle_generator)
-    test_batches = make_batches(data_root, False, normalization, config.batch_size, device, config.loader)
+                                 config.loader, shuffle_generator, config.dataset)
+    test_batches = make_batches(data_root, False, normalization, config.batch_size, device, config.loader,
+                                dataset=config.dataset)
     writer = writer or CheckpointWriter(out, save_every, config.epochs)
 
     def on_epoch_end(epoch: int, history: History) -> None:
