@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from .config import DATASET_NAMES, KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
+from . import distributed
 from .data import resolve_data_root
+from .distributed import Shard
 from .engine import NonFiniteLossError
 from .errors import UserError
 from .idx import verify_checksums
@@ -107,7 +109,16 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         raise UserError(f"--save-every must be a positive integer, got {args.save_every}")
     out = Path(args.out or args.resume or "ckpt.pt")
     check_output_path(out)
-    device = resolve_device(args.device)
+    shard, device = Shard(), None
+    if distributed.launched_by_torchrun():
+        shard, device = distributed.init(args.device)
+    try:
+        return _train(args, out, shard, device or resolve_device(args.device))
+    finally:
+        distributed.shutdown(shard)
+
+
+def _train(args: argparse.Namespace, out: Path, shard: Shard, device) -> int:
     resume = None
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name) is not None]
@@ -122,19 +133,23 @@ def train_main(argv: Optional[List[str]] = None) -> int:
             raise UserError("--verify-data knows the official checksums of MNIST only")
         verify_checksums(data_root / "MNIST" / "raw")
 
-    writer = CheckpointWriter(out, args.save_every, config.epochs)
+    writer = CheckpointWriter(out, args.save_every, config.epochs, enabled=shard.is_main)
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = run_training(config, data_root, device, out, save_every=args.save_every, resume=resume,
-                              progress=Progress("quiet" if args.quiet else "auto"), writer=writer)
+                              progress=Progress("quiet" if args.quiet or not shard.is_main else "auto"),
+                              writer=writer, shard=shard)
     except KeyboardInterrupt as e:
-        print(f"interrupted: {_saved_note(writer, out, resume, config)}", file=sys.stderr)
+        if shard.is_main:
+            print(f"interrupted: {_saved_note(writer, out, resume, config)}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except NonFiniteLossError as e:
         raise UserError(f"{e}; {_saved_note(writer, out, resume, config)}") from None
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
 
+    if not shard.is_main:  # rank 0 reports for all
+        return 0
     history = result.history
     if config.dataset == "mnist":  # the reference's figures are MNIST's
         print(comparison_table(history))

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets, transforms
 
 from . import idx
+from .distributed import Shard
 from .errors import UserError
 
 DATA_ENV_VAR = "TORCH_MNIST_DATA"
@@ -161,10 +162,12 @@ class InMemoryBatches:
     ``shuffle=True``); without one, batches come in order (evaluation).
     """
 
-    def __init__(self, split: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None):
+    def __init__(self, split: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None,
+                 shard: Shard = Shard()):
         self.split = split
         self.batch_size = batch_size
         self.generator = generator
+        self.shard = shard  # under torchrun, this rank's share of each global batch
         self.num_samples = len(split)
 
     def __len__(self) -> int:
@@ -178,7 +181,7 @@ class InMemoryBatches:
             return
         order = epoch_permutation(self.num_samples, self.generator).to(images.device, non_blocking=True)
         for start in range(0, self.num_samples, self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = self.shard.of(order[start:start + self.batch_size])
             yield images.index_select(0, batch), labels.index_select(0, batch)
 
 
@@ -189,8 +192,10 @@ class PermutationBatchSampler(Sampler):
     data paths see the same batches in the same order for the same seed.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, generator: Optional[torch.Generator] = None):
+    def __init__(self, num_samples: int, batch_size: int, generator: Optional[torch.Generator] = None,
+                 shard: Shard = Shard()):
         self.num_samples, self.batch_size, self.generator = num_samples, batch_size, generator
+        self.shard = shard
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
@@ -201,15 +206,15 @@ class PermutationBatchSampler(Sampler):
         else:
             order = epoch_permutation(self.num_samples, self.generator)
         for start in range(0, self.num_samples, self.batch_size):
-            yield order[start:start + self.batch_size].tolist()
+            yield self.shard.of(order[start:start + self.batch_size]).tolist()
 
 
 class LoaderBatches:
     """The per-image path: a ``DataLoader`` over a dataset with a transform."""
 
     def __init__(self, dataset, batch_size: int, device: torch.device,
-                 generator: Optional[torch.Generator] = None, num_workers: int = 0):
-        self.sampler = PermutationBatchSampler(len(dataset), batch_size, generator)
+                 generator: Optional[torch.Generator] = None, num_workers: int = 0, shard: Shard = Shard()):
+        self.sampler = PermutationBatchSampler(len(dataset), batch_size, generator, shard)
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers,
                                  pin_memory=device.type == "cuda")
         self.device = device
@@ -226,10 +231,10 @@ class LoaderBatches:
 
 def make_batches(root: Path, train: bool, normalization: Normalization, batch_size: int,
                  device: torch.device, loader: str = "memory",
-                 generator: Optional[torch.Generator] = None, dataset: str = "mnist"):
+                 generator: Optional[torch.Generator] = None, dataset: str = "mnist", shard: Shard = Shard()):
     """The batches of one split through the chosen data path ("memory" or "dataloader")."""
     if loader == "memory":
         split = decode(load_mnist(root, train, dataset=dataset), normalization, device)
-        return InMemoryBatches(split, batch_size, generator)
+        return InMemoryBatches(split, batch_size, generator, shard)
     images = load_mnist(root, train, transform=normalization.per_image_transform(), dataset=dataset)
-    return LoaderBatches(images, batch_size, device, generator)
+    return LoaderBatches(images, batch_size, device, generator, shard=shard)

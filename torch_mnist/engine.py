@@ -113,10 +113,12 @@ def new_history() -> History:
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Iterable, val_batches: Iterable,
         device: torch.device, epochs: int, *, loss_fn: LossFn = cross_entropy, initial_epoch: int = 0,
         history: Optional[History] = None, progress: Optional[Progress] = None,
-        on_epoch_end: Optional[Callable[[int, History], None]] = None) -> History:
+        on_epoch_end: Optional[Callable[[int, History], None]] = None,
+        reduce: Optional[Callable[[Dict[str, float]], Dict[str, float]]] = None) -> History:
     """Train epochs ``initial_epoch + 1 .. epochs``, validating after each, like Keras' ``fit``.
 
-    ``on_epoch_end(epoch, history)`` runs after each epoch (checkpointing hooks in there).
+    ``on_epoch_end(epoch, history)`` runs after each epoch (checkpointing hooks in there);
+    ``reduce`` combines the training figures of data-parallel ranks (see :mod:`.distributed`).
     """
     history = history if history is not None else new_history()
     progress = progress or Progress("quiet")
@@ -124,6 +126,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Itera
         progress.start_epoch(epoch, epochs, len(train_batches))
         try:
             train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress)
+            if reduce is not None:
+                train = reduce(train)
             val = evaluate(model, val_batches, device, loss_fn)
         except BaseException:
             progress.close()  # an interrupted epoch leaves no half-drawn bar behind

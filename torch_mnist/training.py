@@ -1,14 +1,17 @@
 """A whole training run: data, model, optimizer, resume, and periodic checkpoints."""
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from .config import KERAS_SEMANTICS, TrainConfig
 from .data import Normalization, make_batches
+from .distributed import Shard, check_divisible, reduce_means
 from .engine import History, fit, make_loss_fn, new_history
 from .errors import UserError
 from .model import MLP
@@ -31,8 +34,9 @@ class CheckpointWriter:
     epoch's snapshot if it has not been written yet, so no finished epoch is lost.
     """
 
-    def __init__(self, path: Path, save_every: int, epochs: int):
+    def __init__(self, path: Path, save_every: int, epochs: int, enabled: bool = True):
         self.path, self.save_every, self.epochs = Path(path), save_every, epochs
+        self.enabled = enabled  # under torchrun only rank 0 writes
         self.pending: Optional[dict] = None
         self.saved_epoch: Optional[int] = None
 
@@ -43,7 +47,7 @@ class CheckpointWriter:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending is not None:
+        if self.pending is not None and self.enabled:
             save_checkpoint(self.pending, self.path)
             self.saved_epoch = self.pending["epoch"]
             self.pending = None
@@ -60,11 +64,13 @@ def resume_config(checkpoint: dict, epochs: int) -> TrainConfig:
 
 def run_training(config: TrainConfig, data_root: Path, device: torch.device, out: Path, *,
                  save_every: int = 1, resume: Optional[dict] = None,
-                 progress: Optional[Progress] = None, writer: Optional[CheckpointWriter] = None) -> RunResult:
+                 progress: Optional[Progress] = None, writer: Optional[CheckpointWriter] = None,
+                 shard: Shard = Shard()) -> RunResult:
     """Train ``config`` (continuing ``resume``, a loaded checkpoint, if given); checkpoint to ``out``.
 
     Seeds torch's global generator with ``config.seed`` (dropout draws from it).
-    Pass your own ``writer`` to inspect what was saved after an interruption.
+    Pass your own ``writer`` to inspect what was saved after an interruption. Under torchrun,
+    ``shard`` is this rank: it trains on its share of each batch through DDP, and only rank 0 writes.
     """
     config.validate()
     semantics = KERAS_SEMANTICS[config.keras_semantics]
@@ -87,10 +93,15 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
         history, initial_epoch = {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
 
     train_batches = make_batches(data_root, True, normalization, config.batch_size, device,
-                                 config.loader, shuffle_generator, config.dataset)
+                                 config.loader, shuffle_generator, config.dataset, shard)
     test_batches = make_batches(data_root, False, normalization, config.batch_size, device, config.loader,
                                 dataset=config.dataset)
-    writer = writer or CheckpointWriter(out, save_every, config.epochs)
+    writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
+    train_model, reduce = model, None
+    if shard.world_size > 1:
+        check_divisible(train_batches.num_samples, config.batch_size, shard.world_size)
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        reduce = partial(reduce_means, shard=shard, device=device)
 
     def on_epoch_end(epoch: int, history: History) -> None:
         writer.epoch_end(make_checkpoint(model, optimizer, config, normalization, epoch, history,
@@ -98,9 +109,9 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
 
     with fast_cpu_math(device):
         try:
-            fit(model, optimizer, train_batches, test_batches, device, config.epochs,
+            fit(train_model, optimizer, train_batches, test_batches, device, config.epochs,
                 loss_fn=make_loss_fn(semantics["clip_probabilities"]), initial_epoch=initial_epoch,
-                history=history, progress=progress, on_epoch_end=on_epoch_end)
+                history=history, progress=progress, on_epoch_end=on_epoch_end, reduce=reduce)
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
     return RunResult(history, config.epochs, Path(out))
