@@ -72,3 +72,15 @@ def test_one_real_epoch_lands_in_the_single_process_band(real_root, tmp_path):
     history = json.loads((tmp_path / "c.json").read_text())["history"]
     # The single-process run with this seed: val_accuracy 0.9546 (README); same optimisation, other rounding.
     assert abs(history["val_accuracy"][0] - 0.9546) < 0.005
+
+
+def test_resume_under_torchrun_equals_one_go(tmp_path):
+    root = make_synthetic_root(tmp_path / "data", train=512, test=200)  # 4 steps per epoch
+    flags = ["--data-dir", root, "--quiet", "--no-plots"]
+    assert torchrun(*flags, "--epochs", 2, "--out", tmp_path / "one.pt").returncode == 0
+    assert torchrun(*flags, "--epochs", 1, "--out", tmp_path / "two.pt").returncode == 0
+    resumed = torchrun("--quiet", "--no-plots", "--data-dir", root, "--epochs", 2, "--resume", tmp_path / "two.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["epoch"] == 2 and two["history"] == one["history"]
