@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train train-mlp2 evaluate test bench reproduce clean
+.PHONY: install train train-mlp2 evaluate test bench reproduce lint clean
 
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/python scripts/reproduce.py --seeds 5 --out-dir runs/reproduce
+
+lint: $(STAMP)
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check --select E,F,W --line-length 120 torch_mnist scripts tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json bench.json runs

@@ -1,5 +1,6 @@
 """Keras-style progress lines, drawn with tqdm in a terminal and plain in a log."""
 
+import shutil
 import sys
 import time
 from typing import Callable, Dict, Optional, TextIO
@@ -39,8 +40,10 @@ class Progress:
             return
         print(f"Epoch {epoch}/{epochs}", file=self.stream, flush=True)
         if self.mode == "bar":
-            self._bar = tqdm(total=steps, file=self.stream, ascii=".=", leave=True,
-                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed} {postfix}")
+            # tqdm trims lines to the terminal width it finds, which is 0 on some pseudo-terminals.
+            width = shutil.get_terminal_size(fallback=(120, 24)).columns or 120
+            self._bar = tqdm(total=steps, file=self.stream, ascii=".=", leave=True, ncols=width,
+                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed}{desc}")
             self._last_refresh = time.perf_counter()
 
     def due(self) -> bool:
@@ -52,21 +55,19 @@ class Progress:
         if not self.due():
             return
         self._bar.n = step
-        self._bar.set_postfix_str(f"- {format_metrics(read_metrics())}", refresh=False)
+        self._bar.set_description_str(f" - {format_metrics(read_metrics())}", refresh=False)
         self._bar.refresh()
         self._last_refresh = time.perf_counter()
 
     def end_epoch(self, metrics: Metrics) -> None:
         seconds = time.perf_counter() - self._start
-        timing = f"{seconds:.0f}s {1000 * seconds / self._steps:.0f}ms/step"
         if self._bar is not None:
-            self._bar.n = self._steps
-            self._bar.bar_format = "{n_fmt}/{total_fmt} [{bar:30}] {postfix}"
-            self._bar.set_postfix_str(f"- {timing} - {format_metrics(metrics)}", refresh=False)
+            self._bar.leave = False  # the live bar gives way to the full summary line below
             self._bar.close()
             self._bar = None
-        elif self.mode == "lines":
-            print(f"{self._steps}/{self._steps} - {timing} - {format_metrics(metrics)}",
+        if self.mode != "quiet":  # printed whole: tqdm would trim it to the terminal's width
+            print(f"{self._steps}/{self._steps} [{'=' * 30}] - {seconds:.0f}s "
+                  f"{1000 * seconds / self._steps:.0f}ms/step - {format_metrics(metrics)}",
                   file=self.stream, flush=True)
 
     def close(self) -> None:
