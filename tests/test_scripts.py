@@ -177,3 +177,23 @@ def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_pa
 def test_bad_variant_flags(synthetic_root, tmp_path, flags, message):
     assert_one_line_error(run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", *flags),
                           message)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "not a readable checkpoint"),
+    ("architecture", "but the recorded architecture needs"),
+])
+def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_root, tmp_path, damage, message):
+    out = tmp_path / "c.pt"
+    assert run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--out", out, "--quiet",
+                      "--no-plots").returncode == 0
+    if damage == "truncate":
+        out.write_bytes(out.read_bytes()[:4096])
+    else:
+        checkpoint = torch.load(out, weights_only=True)
+        checkpoint["architecture"]["hidden"] = [256]  # weights of 512 units, claiming 256
+        torch.save(checkpoint, out)
+    before = out.read_bytes()
+    result = run_script("evaluate", "--checkpoint", out, "--data-dir", synthetic_root)
+    assert_one_line_error(result, str(out), message)
+    assert out.read_bytes() == before
