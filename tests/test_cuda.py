@@ -1,0 +1,31 @@
+"""The CUDA paths; skipped on machines without a GPU (run them where one is lent)."""
+
+import pytest
+import torch
+
+from torch_mnist import TrainConfig, build_model, load_checkpoint, resolve_device, run_training
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_auto_picks_cuda():
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_cuda_run_follows_the_cpu_run(synthetic_root, tmp_path):
+    cpu = run_training(TrainConfig(epochs=2), synthetic_root, torch.device("cpu"), tmp_path / "cpu.pt").history
+    gpu = run_training(TrainConfig(epochs=2), synthetic_root, torch.device("cuda"), tmp_path / "gpu.pt").history
+    for key in cpu:  # same batches and arithmetic; only the kernels' rounding differs
+        assert gpu[key] == pytest.approx(cpu[key], abs=2e-3)
+
+
+def test_cuda_checkpoint_loads_on_cpu(synthetic_root, tmp_path):
+    run_training(TrainConfig(epochs=1), synthetic_root, torch.device("cuda"), tmp_path / "gpu.pt")
+    model = build_model(load_checkpoint(tmp_path / "gpu.pt"))
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_non_finite_loss_is_caught_on_cuda(synthetic_root, tmp_path):
+    from torch_mnist.engine import NonFiniteLossError
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step"):
+        run_training(TrainConfig(epochs=1, lr=1e20), synthetic_root, torch.device("cuda"), tmp_path / "c.pt")
