@@ -83,14 +83,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
                         eps_placement=semantics["eps_placement"])
     history, initial_epoch = new_history(), 0
     if resume is not None:
-        model.load_state_dict(resume["model_state"])
-        optimizer.load_state_dict(resume["optimizer_state"])
-        shuffle_generator.set_state(resume["rng_state"])
-        if "torch_rng_state" in resume:  # dropout's stream (optional: absent in older checkpoints)
-            torch.set_rng_state(resume["torch_rng_state"])
-            if device.type == "cuda" and "cuda_rng_state" in resume:
-                torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
-        history, initial_epoch = {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
+        history, initial_epoch = _restore(resume, model, optimizer, shuffle_generator, device)
 
     train_batches = make_batches(data_root, True, normalization, config.batch_size, device,
                                  config.loader, shuffle_generator, config.dataset, shard)
@@ -101,7 +94,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     if shard.world_size > 1:
         check_divisible(train_batches.num_samples, config.batch_size, shard.world_size)
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        reduce = partial(reduce_means, shard=shard, device=device)
+        reduce = partial(reduce_means, shard=shard, device=device)  # average the ranks' epoch figures
 
     def on_epoch_end(epoch: int, history: History) -> None:
         writer.epoch_end(make_checkpoint(model, optimizer, config, normalization, epoch, history,
@@ -115,6 +108,19 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
     return RunResult(history, config.epochs, Path(out))
+
+
+def _restore(resume: dict, model: MLP, optimizer: torch.optim.Optimizer, shuffle_generator: torch.Generator,
+             device: torch.device) -> tuple:
+    """Put a checkpoint's state back; return its ``(history, epochs done)``."""
+    model.load_state_dict(resume["model_state"])
+    optimizer.load_state_dict(resume["optimizer_state"])
+    shuffle_generator.set_state(resume["rng_state"])
+    if "torch_rng_state" in resume:  # dropout's stream
+        torch.set_rng_state(resume["torch_rng_state"])
+        if device.type == "cuda" and "cuda_rng_state" in resume:
+            torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
+    return {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
 
 
 def load_for_resume(path: Path, epochs: int) -> tuple:
