@@ -68,13 +68,20 @@ class TestEvaluate:
         assert metrics["loss"] == pytest.approx(cross_entropy(logits, test_set.labels).item(), rel=1e-6)
         assert metrics["accuracy"] == (logits.argmax(1) == test_set.labels).sum().item() / 200
 
-    def test_eval_mode_restored_and_generator_untouched(self, synthetic_root):
+    def test_eval_mode_restored_and_no_random_numbers_drawn(self, synthetic_root):
+        _, test_set = _splits(synthetic_root)
+        model = MLP(dropout=0.5)  # in train mode its forward would draw from torch's generator
+        state = torch.get_rng_state()
+        first = evaluate(model, InMemoryBatches(test_set, 64), CPU)
+        assert model.training and torch.equal(torch.get_rng_state(), state)
+        assert evaluate(model, InMemoryBatches(test_set, 64), CPU) == first
+
+    def test_kept_predictions_match_the_figures(self, synthetic_root):
         _, test_set = _splits(synthetic_root)
         model, _ = _model_and_optimizer()
-        generator = torch.Generator().manual_seed(3)
-        state = generator.get_state()
-        evaluate(model, InMemoryBatches(test_set, 64), CPU)
-        assert model.training and torch.equal(generator.get_state(), state)
+        metrics = evaluate(model, InMemoryBatches(test_set, 64), CPU, keep_predictions=True)
+        assert torch.equal(metrics["labels"], test_set.labels)
+        assert metrics["accuracy"] == (metrics["predicted"] == metrics["labels"]).sum().item() / 200
 
 
 class TestFit:

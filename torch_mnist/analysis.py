@@ -1,7 +1,7 @@
-"""Test-set detail: predictions, per-class accuracy, confusion matrix, a grid of mistakes."""
+"""Test-set detail: per-class accuracy, confusion matrix, a grid of mistakes."""
 
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import List
 
 import numpy as np
 import torch
@@ -10,19 +10,6 @@ from PIL import Image, ImageDraw
 from .checkpoint import atomic_write
 
 GRID_CELL = 56  # each misclassified digit drawn at 2x, with room for its caption
-
-
-@torch.no_grad()
-def predict_batches(model: torch.nn.Module, batches: Iterable) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels (CPU int64) over all batches, in batch order."""
-    was_training = model.training
-    model.eval()
-    predicted, true = [], []
-    for images, labels in batches:
-        predicted.append(model(images).argmax(dim=1).cpu())
-        true.append(labels.cpu())
-    model.train(was_training)
-    return torch.cat(predicted), torch.cat(true)
 
 
 def confusion_matrix(predicted: torch.Tensor, true: torch.Tensor, num_classes: int = 10) -> np.ndarray:

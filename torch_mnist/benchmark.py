@@ -13,13 +13,13 @@ from typing import Callable, Dict, List
 import torch
 
 from .config import TrainConfig
-from .data import Normalization, decode, load_mnist, make_batches
+from .data import InMemoryBatches, Normalization, TensorSplit, decode, load_mnist, make_batches
 from .engine import evaluate, train_one_epoch
 from .model import IMAGE_PIXELS, MLP
 from .optim import RMSprop
 from .runtime import fast_cpu_math
 
-TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the shapes the floor is computed for
 
 
 def _sync(device: torch.device) -> None:
@@ -74,15 +74,15 @@ def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512,
             "epoch_seconds": steps * step + validation_batches * forward}
 
 
-def epoch_seconds(data_root: Path, device: torch.device, loader: str, repeats: int,
+def _model_and_optimizer(config: TrainConfig, device: torch.device) -> tuple:
+    model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
+    return model, RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+
+
+def epoch_seconds(train_batches, test_batches, device: torch.device, repeats: int,
                   config: TrainConfig = TrainConfig()) -> List[float]:
     """Seconds of whole epochs (training + validation) through one data path, after a warm-up epoch."""
-    normalization = Normalization.named(config.normalize)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_batches = make_batches(data_root, True, normalization, config.batch_size, device, loader, generator)
-    test_batches = make_batches(data_root, False, normalization, config.batch_size, device, loader)
-    model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
-    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+    model, optimizer = _model_and_optimizer(config, device)
     timings = []
     with fast_cpu_math(device):
         for epoch in range(repeats + 1):
@@ -94,7 +94,7 @@ def epoch_seconds(data_root: Path, device: torch.device, loader: str, repeats: i
     return timings[1:]  # the first epoch warms caches and allocators
 
 
-def profile_epoch(data_root: Path, device: torch.device, top: int = 10,
+def profile_epoch(train_batches, device: torch.device, top: int = 10,
                   config: TrainConfig = TrainConfig()) -> List[Dict]:
     """Where one fast-path training epoch spends its time: torch.profiler's top ops by self time.
 
@@ -102,32 +102,27 @@ def profile_epoch(data_root: Path, device: torch.device, top: int = 10,
     """
     from torch.profiler import ProfilerActivity, profile
 
-    normalization = Normalization.named(config.normalize)
-    batches = make_batches(data_root, True, normalization, config.batch_size, device, "memory",
-                           torch.Generator().manual_seed(config.seed))
-    model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
-    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+    model, optimizer = _model_and_optimizer(config, device)
     with fast_cpu_math(device):
-        train_one_epoch(model, batches, optimizer, device)  # warm-up
+        train_one_epoch(model, train_batches, optimizer, device)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_one_epoch(model, batches, optimizer, device)
+            train_one_epoch(model, train_batches, optimizer, device)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return [{"op": e.key, "calls_per_step": e.count / len(batches),
-             "ms_per_step": e.self_cpu_time_total / 1000 / len(batches),
+    return [{"op": e.key, "calls_per_step": e.count / len(train_batches),
+             "ms_per_step": e.self_cpu_time_total / 1000 / len(train_batches),
              "share": e.self_cpu_time_total / total} for e in ranked]
 
 
-def evaluation_throughput(data_root: Path, device: torch.device, batch_size: int = 128) -> float:
+def evaluation_throughput(test_batches, device: torch.device) -> float:
     """Test images per second through :func:`evaluate` on the fast path."""
-    batches = make_batches(data_root, False, Normalization.named("scale"), batch_size, device)
     model = MLP().to(device)
-    seconds = best_time(lambda: evaluate(model, batches, device), device, calls=3, repeats=5)
-    return TEST_IMAGES / seconds
+    seconds = best_time(lambda: evaluate(model, test_batches, device), device, calls=3, repeats=5)
+    return test_batches.num_samples / seconds
 
 
-def keras_epochs(data_root: Path, repeats: int) -> List[float]:
+def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int) -> List[float]:
     """Keras 3's seconds per epoch of the same program on the same data, if the parity extra is here."""
     from .errors import UserError
     from .keras_parity import import_keras, keras_epoch_seconds
@@ -136,10 +131,7 @@ def keras_epochs(data_root: Path, repeats: int) -> List[float]:
         import_keras()
     except UserError:
         return []
-    scale = Normalization.named("scale")
-    train_set = decode(load_mnist(data_root, True), scale, torch.device("cpu"))
-    test_set = decode(load_mnist(data_root, False), scale, torch.device("cpu"))
-    return keras_epoch_seconds(train_set.images.numpy(), train_set.labels, test_set.images.numpy(),
+    return keras_epoch_seconds(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
                                test_set.labels, repeats)
 
 
@@ -147,28 +139,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loader_repeats: int = 2) -> Dict:
-    """All measurements of one run, as a JSON-ready dict."""
+def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loader_repeats: int = 2,
+                  config: TrainConfig = TrainConfig()) -> Dict:
+    """All measurements of one run, as a JSON-ready dict. MNIST is decoded once and shared."""
     floor = matmul_floor(device)
-    fast = epoch_seconds(data_root, device, "memory", repeats)
-    fast_rss = peak_rss_mb()
-    loader = epoch_seconds(data_root, device, "dataloader", loader_repeats) if loader_repeats else []
+    normalization = Normalization.named(config.normalize)
+    train_set = decode(load_mnist(data_root, True), normalization, device)
+    test_set = decode(load_mnist(data_root, False), normalization, device)
+    shuffled = InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
+    in_order = InMemoryBatches(test_set, config.batch_size)
+    fast = epoch_seconds(shuffled, in_order, device, repeats, config)
     result = {
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "floor": floor,
         "fast_epoch_seconds": {"runs": fast, "median": statistics.median(fast)},
-        "eval_images_per_second": evaluation_throughput(data_root, device),
-        "peak_rss_mb_fast_path": fast_rss,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb_fast_path": peak_rss_mb(),
+        "eval_images_per_second": evaluation_throughput(in_order, device),
+        "profile": profile_epoch(shuffled, device, config=config),
     }
-    result["profile"] = profile_epoch(data_root, device)
-    keras = keras_epochs(data_root, loader_repeats) if loader_repeats else []
-    if keras:
-        result["keras_epoch_seconds"] = {"runs": keras, "median": statistics.median(keras)}
-    if loader:
+    if loader_repeats:
+        loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
+                                    torch.Generator().manual_seed(config.seed))
+        loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader")
+        loader = epoch_seconds(loader_train, loader_test, device, loader_repeats, config)
         result["dataloader_epoch_seconds"] = {"runs": loader, "median": statistics.median(loader)}
+        keras = keras_epochs(train_set, test_set, loader_repeats)
+        if keras:
+            result["keras_epoch_seconds"] = {"runs": keras, "median": statistics.median(keras)}
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -82,18 +82,18 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_output_path(path: Path) -> None:
+def check_output_path(path: Path, flag: str = "--out") -> None:
     """Reject an output path that could not be written, before any work starts."""
     folder = path.parent
     if path.is_dir():
-        raise UserError(f"--out {path}: is a directory; give a file path such as {path / 'ckpt.pt'}")
+        raise UserError(f"{flag} {path}: is a directory; give a file path such as {path / 'ckpt.pt'}")
     if not folder.is_dir():
-        raise UserError(f"--out {path}: folder {folder} does not exist")
+        raise UserError(f"{flag} {path}: folder {folder} does not exist")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise UserError(f"--out {path}: folder {folder} is not writable ({e.strerror})") from None
+        raise UserError(f"{flag} {path}: folder {folder} is not writable ({e.strerror})") from None
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -155,11 +155,22 @@ def _train(args: argparse.Namespace, out: Path, shard: Shard, device) -> int:
         print(comparison_table(history))
     print(f"checkpoint: {out} (history: {out.with_suffix('.json')})")
     if not args.no_plots:
-        from .cli_results import write_run_plots  # matplotlib, if present, loads only here
-        print(write_run_plots(out, data_root, device))
+        print(_plot_run(result, config, device, out.parent))
     print(f"loss: {history['val_loss'][-1]}")
     print(f"acc: {history['val_accuracy'][-1]}")
     return 0
+
+
+def _plot_run(result, config: TrainConfig, device, out_dir: Path) -> str:
+    """Plots from the run still in memory: no checkpoint or test set to read again."""
+    from .cli_results import class_names, write_run_plots  # matplotlib, if present, loads only here
+    from .plots import PlotsUnavailable
+
+    try:
+        return write_run_plots(result.history, result.model, result.test_batches, device, class_names(config),
+                               out_dir)
+    except PlotsUnavailable as e:
+        return f"plots skipped: {e}"
 
 
 def _saved_note(writer: CheckpointWriter, out: Path, resume: Optional[dict], config: TrainConfig) -> str:

@@ -3,34 +3,54 @@
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy, predict_batches
+from .analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
 from .checkpoint import atomic_write, build_model, checkpoint_normalization, load_checkpoint
 from .cli import check_output_path, data_flags
-from .config import KERAS_SEMANTICS, TrainConfig
+from .config import TrainConfig
 from .data import InMemoryBatches, dataset_info, decode, load_mnist, resolve_data_root
-from .engine import evaluate, make_loss_fn
+from .engine import evaluate, loss_for
 from .errors import UserError
+from .plots import plot_confusion, plot_curves
 from .predict import predict_files
 from .runtime import resolve_device
 
 
-def _test_batches(checkpoint: dict, data_root: Path, device):
-    """The test set as the training run validated on it: its dataset, normalization and batch size."""
+@dataclass
+class SavedRun:
+    """A checkpoint brought back with the test set it was validated on."""
+
+    config: TrainConfig
+    history: dict
+    model: torch.nn.Module
+    test: object  # the torchvision test split (its raw pixels draw the mistakes grid)
+    batches: InMemoryBatches
+
+    @property
+    def class_names(self) -> List[str]:
+        return class_names(self.config)
+
+
+def class_names(config: TrainConfig) -> List[str]:
+    return list(dataset_info(config.dataset).class_names)
+
+
+def load_run(checkpoint_path: Path, data_root: Path, device: torch.device) -> SavedRun:
+    """The checkpoint's model and its dataset's test split, normalized as in training."""
+    checkpoint = load_checkpoint(checkpoint_path)
     config = TrainConfig.from_dict(checkpoint["config"])
     test = load_mnist(data_root, train=False, dataset=config.dataset)
     split = decode(test, checkpoint_normalization(checkpoint), device)
     # The run's own batch size, so the sums run in the same order as its validation did.
-    return test, InMemoryBatches(split, config.batch_size)
-
-
-def _class_names(checkpoint: dict) -> list:
-    return list(dataset_info(TrainConfig.from_dict(checkpoint["config"]).dataset).class_names)
+    return SavedRun(config, checkpoint["history"], build_model(checkpoint, device), test,
+                    InMemoryBatches(split, config.batch_size))
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -45,27 +65,23 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def evaluate_main(argv: Optional[List[str]] = None) -> int:
     args = evaluate_parser().parse_args(argv)
     if args.misclassified:
-        check_output_path(Path(args.misclassified))
+        check_output_path(Path(args.misclassified), "--misclassified")
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(Path(args.checkpoint))
-    model = build_model(checkpoint, device)
-    test, batches = _test_batches(checkpoint, resolve_data_root(args.data_dir), device)
-    config = TrainConfig.from_dict(checkpoint["config"])
-    metrics = evaluate(model, batches, device, make_loss_fn(KERAS_SEMANTICS[config.keras_semantics]
-                                                            ["clip_probabilities"]))
-    predicted, true = predict_batches(model, batches)
-    matrix = confusion_matrix(predicted, true)
+    run = load_run(Path(args.checkpoint), resolve_data_root(args.data_dir), device)
+    metrics = evaluate(run.model, run.batches, device, loss_for(run.config.keras_semantics), keep_predictions=True)
+    matrix = confusion_matrix(metrics["predicted"], metrics["labels"])
     if args.misclassified:
-        count = misclassified_grid(test.data.numpy(), true, predicted, Path(args.misclassified))
+        count = misclassified_grid(run.test.data.numpy(), metrics["labels"], metrics["predicted"],
+                                   Path(args.misclassified))
         print(f"misclassified: {count} shown in {args.misclassified}", file=sys.stderr)
     if args.json:
         print(json.dumps({"loss": metrics["loss"], "accuracy": metrics["accuracy"],
-                          "per_class_accuracy": dict(zip(_class_names(checkpoint), per_class_accuracy(matrix))),
+                          "per_class_accuracy": dict(zip(run.class_names, per_class_accuracy(matrix))),
                           "confusion_matrix": matrix.tolist()}))
         return 0
     print(f"loss: {metrics['loss']}")
     print(f"acc: {metrics['accuracy']}")
-    print(format_confusion(matrix, _class_names(checkpoint)))
+    print(format_confusion(matrix, run.class_names))
     return 0
 
 
@@ -83,7 +99,7 @@ def predict_main(argv: Optional[List[str]] = None) -> int:
     """Exit 0 when every image was read, 2 when any could not be (the others are still predicted)."""
     args = predict_parser().parse_args(argv)
     if args.show_input:
-        check_output_path(Path(args.show_input))
+        check_output_path(Path(args.show_input), "--show-input")
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device = resolve_device(args.device)
     results = predict_files(build_model(checkpoint, device), [Path(p) for p in args.images],
@@ -91,7 +107,7 @@ def predict_main(argv: Optional[List[str]] = None) -> int:
     for result in results:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
-    names = _class_names(checkpoint)
+    names = class_names(TrainConfig.from_dict(checkpoint["config"]))
     if args.json:
         print(json.dumps([{**result.to_dict(), **({"class_name": names[result.prediction]}
                                                   if result.error is None else {})} for result in results]))
@@ -106,22 +122,15 @@ def predict_main(argv: Optional[List[str]] = None) -> int:
     return 2 if any(result.error for result in results) else 0
 
 
-def write_run_plots(checkpoint_path: Path, data_root: Path, device, out_dir: Optional[Path] = None) -> str:
-    """curves.png and confusion.png for a saved run; returns a line saying what was written."""
-    from . import plots
+def write_run_plots(history: dict, model: torch.nn.Module, batches, device: torch.device,
+                    names: List[str], out_dir: Path) -> str:
+    """curves.png and confusion.png of a run; returns the line that says where.
 
-    out_dir = Path(out_dir or Path(checkpoint_path).parent)
-    checkpoint = load_checkpoint(checkpoint_path)
-    try:
-        plots.plot_curves(checkpoint["history"], out_dir / "curves.png")
-        model = build_model(checkpoint, device)
-        _, batches = _test_batches(checkpoint, data_root, device)
-        plots.plot_confusion(confusion_matrix(*predict_batches(model, batches)), _class_names(checkpoint),
-                             out_dir / "confusion.png")
-    except UserError as e:
-        if str(e) == plots.INSTALL_HINT:
-            return f"plots skipped: {e}"
-        raise
+    Raises :class:`PlotsUnavailable` without matplotlib.
+    """
+    plot_curves(history, out_dir / "curves.png")
+    metrics = evaluate(model, batches, device, keep_predictions=True)
+    plot_confusion(confusion_matrix(metrics["predicted"], metrics["labels"]), names, out_dir / "confusion.png")
     return f"plots: {out_dir / 'curves.png'}, {out_dir / 'confusion.png'}"
 
 
@@ -134,11 +143,9 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
     history = Path(args.history)
     if not history.is_file():
         raise UserError(f"{history}: no such file")
-    if args.out_dir:
-        check_output_path(Path(args.out_dir) / "curves.png")
-    line = write_run_plots(history.with_suffix(".pt"), resolve_data_root(args.data_dir),
-                           resolve_device(args.device), Path(args.out_dir) if args.out_dir else None)
-    if line.startswith("plots skipped"):
-        raise UserError(line)
-    print(line)
+    out_dir = Path(args.out_dir) if args.out_dir else history.parent
+    check_output_path(out_dir / "curves.png", "--out-dir")
+    device = resolve_device(args.device)
+    run = load_run(history.with_suffix(".pt"), resolve_data_root(args.data_dir), device)
+    print(write_run_plots(run.history, run.model, run.batches, device, run.class_names, out_dir))
     return 0

@@ -49,6 +49,7 @@ def dataset_info(name: str) -> DatasetInfo:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
+
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 

@@ -6,6 +6,7 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 from torch import nn
 
+from .config import KERAS_SEMANTICS
 from .errors import UserError
 from .losses import cross_entropy
 from .progress import Progress
@@ -83,26 +84,35 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
-             loss_fn: LossFn = cross_entropy) -> Dict[str, float]:
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device, loss_fn: LossFn = cross_entropy,
+             keep_predictions: bool = False) -> Dict:
     """Exact test-set figures: summed loss and correct count over the number of images.
 
     Runs under ``eval()`` and restores the previous mode; consumes no random numbers.
+    ``keep_predictions`` adds ``"predicted"`` and ``"labels"`` (CPU int64, in batch order),
+    so a confusion matrix needs no second pass over the data.
     """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
+    count, predicted, true = 0, [], []
     for images, labels in batches:
         logits = model(images)
+        predictions = logits.argmax(dim=1)
         total_loss += loss_fn(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
+        correct += (predictions == labels).sum()
         count += len(labels)
+        if keep_predictions:
+            predicted.append(predictions)
+            true.append(labels)
     model.train(was_training)
     if count == 0:
         raise ValueError("evaluate() got no batches")
-    return {"loss": total_loss.item() / count, "accuracy": correct.item() / count}
+    metrics = {"loss": total_loss.item() / count, "accuracy": correct.item() / count}
+    if keep_predictions:
+        metrics.update(predicted=torch.cat(predicted).cpu(), labels=torch.cat(true).cpu())
+    return metrics
 
 
 def new_history() -> History:
@@ -143,3 +153,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Itera
 def make_loss_fn(clip_probabilities: bool) -> LossFn:
     """The loss with the chosen Keras generation's clipping baked in."""
     return partial(cross_entropy, clip_probabilities=clip_probabilities)
+
+
+def loss_for(keras_semantics: str) -> LossFn:
+    """The loss of a run's ``--keras-semantics`` (keras2: plain, keras3: clipped)."""
+    return make_loss_fn(KERAS_SEMANTICS[keras_semantics]["clip_probabilities"])

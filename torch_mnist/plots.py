@@ -1,7 +1,7 @@
 """Pictures of a run: learning curves beside the reference, confusion matrix, seed bands.
 
 matplotlib is an optional extra (``pip install -e .[plot]``); without it each
-function raises :class:`UserError` saying so, and training is unaffected.
+function raises :class:`PlotsUnavailable` saying so, and training is unaffected.
 """
 
 from pathlib import Path
@@ -16,11 +16,15 @@ from .reference import reference_history
 INSTALL_HINT = "matplotlib is not installed; pip install -e '.[plot]' to get the plots"
 
 
+class PlotsUnavailable(UserError):
+    """matplotlib is missing: training carries on without plots, plot.py stops with this line."""
+
+
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise UserError(INSTALL_HINT) from None
+        raise PlotsUnavailable(INSTALL_HINT) from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     return plt

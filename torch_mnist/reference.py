@@ -7,6 +7,8 @@ log and are ``None`` here.
 
 from typing import Dict, List, Optional
 
+from .engine import HISTORY_KEYS
+
 # epoch: (loss, accuracy, val_loss, val_accuracy)
 REFERENCE_EPOCHS: Dict[int, tuple] = {
     1: (0.4194, 0.8802, 0.1287, 0.9612),
@@ -33,19 +35,19 @@ REFERENCE_EPOCHS: Dict[int, tuple] = {
 # The program's final model.evaluate() on the test set (from a different run than the table).
 REFERENCE_EVALUATE = {"loss": 0.09333343058824539, "accuracy": 0.9829000234603882}
 
-KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def reference_history() -> Dict[str, List[Optional[float]]]:
     """The logged run in the shape of a Keras ``History.history``."""
     epochs = sorted(REFERENCE_EPOCHS)
-    return {key: [REFERENCE_EPOCHS[e][i] for e in epochs] for i, key in enumerate(KEYS)}
+    return {key: [REFERENCE_EPOCHS[e][i] for e in epochs] for i, key in enumerate(HISTORY_KEYS)}
 
 
-def _cell(value: Optional[float]) -> str:
+def format_figure(value: Optional[float]) -> str:
+    """Four decimals, or three significant digits for the small late-epoch losses; ``-`` if not logged."""
     if value is None:
         return "-"
-    return f"{value:.4f}" if value >= 0.001 else f"{value:.2e}"
+    return f"{value:.4f}" if value >= 0.01 else f"{value:.3g}"
 
 
 def comparison_table(history: Dict[str, list]) -> str:
@@ -55,6 +57,7 @@ def comparison_table(history: Dict[str, list]) -> str:
     rows = [header]
     for i in range(len(history["loss"])):
         reference = REFERENCE_EPOCHS.get(i + 1, (None,) * 4)
-        cells = [f"{_cell(history[key][i])} | {_cell(ref)}" for key, ref in zip(KEYS, reference)]
+        cells = [f"{format_figure(history[key][i])} | {format_figure(ref)}"
+                 for key, ref in zip(HISTORY_KEYS, reference)]
         rows.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

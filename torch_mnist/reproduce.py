@@ -9,9 +9,9 @@ from typing import Dict, List, Optional
 import torch
 
 from .config import TrainConfig
-from .engine import History
+from .engine import HISTORY_KEYS, History
 from .progress import Progress
-from .reference import KEYS, reference_history
+from .reference import format_figure, reference_history
 from .training import run_training
 
 
@@ -26,7 +26,7 @@ def run_seeds(config: TrainConfig, seeds: List[int], data_root: Path, device: to
 def summarize(histories: List[History]) -> Dict[str, Dict[str, list]]:
     """Per metric and epoch, the mean and sample standard deviation over the runs."""
     summary = {}
-    for key in KEYS:
+    for key in HISTORY_KEYS:
         per_epoch = list(zip(*(history[key] for history in histories)))
         summary[key] = {"mean": [statistics.fmean(values) for values in per_epoch],
                         "std": [statistics.stdev(values) if len(values) > 1 else 0.0 for values in per_epoch]}
@@ -43,13 +43,13 @@ def reference_z_scores(summary: Dict[str, Dict[str, list]], first_epoch: int = 2
     """
     reference = reference_history()
     scores = {}
-    for key in KEYS:
+    for key in HISTORY_KEYS:
         z = [abs(ref - mean) / std
              for epoch, (ref, mean, std) in enumerate(zip(reference[key], summary[key]["mean"],
                                                           summary[key]["std"]), start=1)
              if epoch >= first_epoch and ref is not None and std > 0]
         scores[key] = statistics.fmean(z) if z else math.nan
-    scores["all"] = statistics.fmean(scores[key] for key in KEYS)
+    scores["all"] = statistics.fmean(scores[key] for key in HISTORY_KEYS)
     return scores
 
 
@@ -61,7 +61,7 @@ def final_position(histories: List[History]) -> Dict[str, Dict[str, float]]:
     """
     reference = reference_history()
     position = {}
-    for key in KEYS:
+    for key in HISTORY_KEYS:
         ours = [history[key][-1] for history in histories]
         epochs = len(histories[0][key])
         ref = reference[key][epochs - 1] if epochs <= len(reference[key]) else None
@@ -73,21 +73,16 @@ def final_position(histories: List[History]) -> Dict[str, Dict[str, float]]:
     return position
 
 
-def _figure(value: float) -> str:
-    """Four decimals, or four significant digits for the small late-epoch losses."""
-    return f"{value:.4f}" if value >= 0.01 else f"{value:.3g}"
-
-
 def summary_table(summary: Dict[str, Dict[str, list]]) -> str:
     """Markdown: per epoch, each metric as mean ± std beside the reference's figure."""
     reference = reference_history()
-    rows = ["| epoch | " + " | ".join(f"{key} | ref" for key in KEYS) + " |",
-            "|---|" + "---|---|" * len(KEYS)]
+    rows = ["| epoch | " + " | ".join(f"{key} | ref" for key in HISTORY_KEYS) + " |",
+            "|---|" + "---|---|" * len(HISTORY_KEYS)]
     for i in range(len(summary["loss"]["mean"])):
         cells = []
-        for key in KEYS:
+        for key in HISTORY_KEYS:
             mean, std = summary[key]["mean"][i], summary[key]["std"][i]
             ref = reference[key][i] if i < len(reference[key]) else None
-            cells.append(f"{_figure(mean)} ± {std:.2g} | {'-' if ref is None else _figure(ref)}")
+            cells.append(f"{format_figure(mean)} ± {std:.2g} | {format_figure(ref)}")
         rows.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

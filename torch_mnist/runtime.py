@@ -29,12 +29,13 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def fast_cpu_math(device: torch.device) -> Iterator[None]:
-    """Flush denormal floats to zero while training on the CPU.
+    """Flush denormal floats to zero while training on the CPU, as TensorFlow (so the reference) does.
 
-    RMSprop's squared-gradient averages of rarely inked border pixels decay
-    geometrically into denormals, on which the CPU's arithmetic is several
-    times slower (measured: the optimizer step ~4x). TensorFlow, and so the
-    reference, flushes them too. Restores torch's default (off) afterwards.
+    Arithmetic on denormals is several times slower. This covers the calling
+    thread only: torch's OpenMP workers, created earlier, keep their own
+    setting, which is why :class:`~torch_mnist.optim.RMSprop` also keeps its
+    squared-gradient averages out of the denormal range itself. Restores
+    torch's default (off) afterwards.
     """
     if device.type != "cpu" or not torch.set_flush_denormal(True):
         yield

@@ -12,7 +12,7 @@ from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from .config import KERAS_SEMANTICS, TrainConfig
 from .data import Normalization, make_batches
 from .distributed import Shard, check_divisible, reduce_means
-from .engine import History, fit, make_loss_fn, new_history
+from .engine import History, fit, loss_for, new_history
 from .errors import UserError
 from .model import MLP
 from .optim import RMSprop
@@ -22,9 +22,11 @@ from .runtime import fast_cpu_math
 
 @dataclass
 class RunResult:
+    """What a finished run leaves in memory, for reports that would otherwise reload it."""
+
     history: History
-    epochs_done: int
-    checkpoint_path: Path
+    model: MLP  # the trained model (unwrapped from DDP)
+    test_batches: object  # the validation batches it was evaluated on
 
 
 class CheckpointWriter:
@@ -103,11 +105,11 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     with fast_cpu_math(device):
         try:
             fit(train_model, optimizer, train_batches, test_batches, device, config.epochs,
-                loss_fn=make_loss_fn(semantics["clip_probabilities"]), initial_epoch=initial_epoch,
+                loss_fn=loss_for(config.keras_semantics), initial_epoch=initial_epoch,
                 history=history, progress=progress, on_epoch_end=on_epoch_end, reduce=reduce)
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
-    return RunResult(history, config.epochs, Path(out))
+    return RunResult(history, model, test_batches)
 
 
 def _restore(resume: dict, model: MLP, optimizer: torch.optim.Optimizer, shuffle_generator: torch.Generator,
