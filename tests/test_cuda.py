@@ -29,3 +29,11 @@ def test_non_finite_loss_is_caught_on_cuda(synthetic_root, tmp_path):
     from torch_mnist.engine import NonFiniteLossError
     with pytest.raises(NonFiniteLossError, match="epoch 1, step"):
         run_training(TrainConfig(epochs=1, lr=1e20), synthetic_root, torch.device("cuda"), tmp_path / "c.pt")
+
+
+def test_compiled_bf16_run_learns_on_cuda(synthetic_root, tmp_path):
+    # --compile on CUDA needs Triton (shipped with the CUDA wheels); bf16 autocast runs on tensor cores.
+    config = TrainConfig(epochs=2, compile=True, amp="bf16")
+    history = run_training(config, synthetic_root, torch.device("cuda"), tmp_path / "fast.pt").history
+    assert history["val_accuracy"][-1] > 0.9
+    assert load_checkpoint(tmp_path / "fast.pt")["config"]["amp"] == "bf16"

@@ -41,6 +41,20 @@ class TestTrainOneEpoch:
         assert metrics["loss"] == pytest.approx(loss_sum / count, rel=1e-6)
         assert metrics["accuracy"] == correct / count
 
+    def test_bf16_autocast_runs_the_forward_in_bf16_and_keeps_float32_weights(self, synthetic_root):
+        train_set, _ = _splits(synthetic_root)
+        model, optimizer = _model_and_optimizer()
+        seen = set()
+        model.fc1.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+        batches = InMemoryBatches(train_set, 128, torch.Generator().manual_seed(1))
+        metrics = train_one_epoch(model, batches, optimizer, CPU, autocast_dtype=torch.bfloat16)
+        assert seen == {torch.bfloat16}
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert all(v["square_avg"].dtype == torch.float32 for v in optimizer.state.values())
+        assert 0 < metrics["loss"] < 2.3 and metrics["accuracy"] > 0.5  # it learns like the float32 run
+        train_one_epoch(model, batches, optimizer, CPU)  # and without autocast, float32 again
+        assert seen == {torch.bfloat16, torch.float32}
+
     def test_non_finite_loss_stops_with_epoch_and_step(self, synthetic_root):
         train_set, _ = _splits(synthetic_root)
         model, optimizer = _model_and_optimizer(lr=1e20)  # RMSprop steps ~lr: logits overflow float32

@@ -70,6 +70,15 @@ class TestRMSprop:
         for pa, pb in zip(a, b):
             assert torch.equal(pa, pb)
 
+    def test_compiled_update_follows_the_eager_one(self):
+        # Keras 3's placement here; the default one runs compiled in test_training's --compile run.
+        eager, compiled = _params(), _params()
+        _run(RMSprop(eager, eps_placement="inside"), eager, steps=5)
+        _run(RMSprop(compiled, eps_placement="inside", compiled=True), compiled, steps=5)
+        for a, b, start in zip(eager, compiled, _params()):
+            assert not torch.equal(b, start)  # it did move
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)  # only last-bit rounding differs
+
     def test_rejects_bad_hyperparameters(self):
         with pytest.raises(ValueError):
             RMSprop(_params(), eps_placement="sideways")

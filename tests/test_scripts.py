@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_one_line_error, run_script
+from torch_mnist.cli import run_main, train_main
 
 
 def _parse_figures(stdout):
@@ -113,11 +114,19 @@ class TestTrainScript:
         two = json.loads((tmp_path / "two.json").read_text())
         assert two["history"] == one["history"] and two["epoch"] == 3
 
-    def test_resume_refuses_changed_hyperparameters(self, synthetic_root, tmp_path):
+    def test_resume_refuses_changed_hyperparameters(self, synthetic_root, tmp_path, capsys):
         assert run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--quiet",
                           "--out", tmp_path / "c.pt").returncode == 0
         result = run_script("train", "--data-dir", synthetic_root, "--resume", tmp_path / "c.pt", "--lr", "0.1")
         assert_one_line_error(result, "--lr cannot be changed when resuming")
+        before = (tmp_path / "c.pt").read_bytes()
+        for flags in (["--compile"], ["--amp", "bf16"]):  # the speed options change the arithmetic too
+            code = run_main(train_main, ["--data-dir", str(synthetic_root), "--resume", str(tmp_path / "c.pt"),
+                                         *flags])
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert code == 2 and lines == [f"error: {flags[0]} cannot be changed when resuming; "
+                                           "the checkpoint fixes them"]
+        assert (tmp_path / "c.pt").read_bytes() == before
 
     @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_signal_stops_cleanly_and_keeps_last_epoch(self, synthetic_root, tmp_path, sig, code):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from torch_mnist import TrainConfig, UserError, load_checkpoint, run_training
+from torch_mnist.distributed import Shard
 from torch_mnist.training import CheckpointWriter, resume_config
 
 CPU = torch.device("cpu")
@@ -83,3 +84,40 @@ class TestVariants:
         resumed = run_training(resume_config(checkpoint, 3), synthetic_root, CPU, tmp_path / "split.pt",
                                resume=checkpoint)
         assert resumed.history == one_go.history
+
+
+class TestSpeedOptions:
+    def test_compiled_run_follows_the_eager_run(self, synthetic_root, tmp_path):
+        eager = _train(synthetic_root, tmp_path / "eager.pt", 2).history
+        compiled = _train(synthetic_root, tmp_path / "compiled.pt", 2, compile=True).history
+        for key in eager:  # same batches and formula; fused kernels round differently in the last bits
+            assert compiled[key] == pytest.approx(eager[key], rel=1e-4)
+        saved = load_checkpoint(tmp_path / "compiled.pt")
+        assert saved["config"]["compile"] is True
+        assert set(saved["model_state"]) == set(load_checkpoint(tmp_path / "eager.pt")["model_state"])
+
+    def test_bf16_run_is_recorded_and_validates_in_float32(self, synthetic_root, tmp_path):
+        result = _train(synthetic_root, tmp_path / "amp.pt", 1, amp="bf16")
+        saved = load_checkpoint(tmp_path / "amp.pt")
+        assert saved["config"]["amp"] == "bf16"
+        assert result.history["val_accuracy"][-1] > 0.9
+        from torch_mnist import evaluate  # the saved float32 weights give the logged validation figures
+        assert evaluate(result.model, result.test_batches, CPU)["loss"] == result.history["val_loss"][-1]
+
+    def test_compile_under_torchrun_is_refused_before_any_work(self, synthetic_root, tmp_path):
+        with pytest.raises(UserError, match="--compile is not supported under torchrun"):
+            run_training(TrainConfig(epochs=1, compile=True), synthetic_root, CPU, tmp_path / "c.pt",
+                         shard=Shard(rank=0, world_size=2))
+        assert not (tmp_path / "c.pt").exists()
+
+    def test_compile_where_it_cannot_build_kernels_is_one_user_error(self, synthetic_root, tmp_path, monkeypatch):
+        def broken_compile(fn, **kwargs):
+            def run(*args):
+                raise RuntimeError("InductorError: CppCompileError: C++ compile error\n<long compiler log>")
+            return run
+        monkeypatch.setattr(torch, "compile", broken_compile)
+        with pytest.raises(UserError) as caught:
+            run_training(TrainConfig(epochs=1, compile=True), synthetic_root, CPU, tmp_path / "c.pt")
+        assert "\n" not in str(caught.value) and "run without --compile" in str(caught.value)
+        assert "C++ compile error" in str(caught.value)
+        assert not (tmp_path / "c.pt").exists()

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .config import DATASET_NAMES, KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
+from .config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
 from . import distributed
 from .data import resolve_data_root
 from .distributed import Shard
@@ -72,6 +72,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS),
                    help=f"RMSprop epsilon placement and loss clipping of that Keras generation "
                         f"(default: {DEFAULTS.keras_semantics})")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model and the optimizer's update (first epoch includes compiling)")
+    p.add_argument("--amp", choices=AMP_MODES,
+                   help=f"bf16: training forward passes under bfloat16 autocast (default: {DEFAULTS.amp})")
     data_flags(p)
     p.add_argument("--out", help="checkpoint path (default: ckpt.pt, or the --resume path)")
     p.add_argument("--save-every", type=int, default=1, help="write the checkpoint every N epochs (default: 1)")

@@ -8,6 +8,7 @@ from .errors import UserError
 
 NORMALIZATIONS = ("scale", "standardize")
 LOADERS = ("memory", "dataloader")
+AMP_MODES = ("off", "bf16")
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # keys of torch_mnist.data.DATASETS
 
 # Which optimizer and loss arithmetic each Keras generation uses.
@@ -41,6 +42,9 @@ class TrainConfig:
     loader: str = "memory"  # decoded tensors on the device; "dataloader" = per-image transform
     # keras2 matches the reference's logged curves (see keras_reference.md and README).
     keras_semantics: str = "keras2"
+    # Speed options, both off so the reference run stays fp32 and bit-for-bit repeatable:
+    compile: bool = False  # torch.compile the model and the optimizer's update
+    amp: str = "off"  # "bf16": training forward passes under bfloat16 autocast
 
     def __post_init__(self):
         # Accept an int or any sequence (JSON gives lists); keep a tuple.
@@ -66,6 +70,9 @@ class TrainConfig:
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
         _check_choice("loader", self.loader, LOADERS)
         _check_choice("keras-semantics", self.keras_semantics, tuple(KERAS_SEMANTICS))
+        _check_choice("amp", self.amp, AMP_MODES)
+        if not isinstance(self.compile, bool):
+            raise UserError(f"compile must be true or false, got {self.compile!r}")
         return self
 
     def to_dict(self) -> dict:

@@ -1,5 +1,6 @@
 """The hand-written loop: one training epoch, exact evaluation, and fit()."""
 
+import contextlib
 from functools import partial
 from typing import Callable, Dict, Iterable, Optional
 
@@ -63,15 +64,22 @@ class EpochMeter:
 
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, loss_fn: LossFn = cross_entropy, epoch: int = 1,
-                    progress: Optional[Progress] = None) -> Dict[str, float]:
-    """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy"}``."""
+                    progress: Optional[Progress] = None,
+                    autocast_dtype: Optional[torch.dtype] = None) -> Dict[str, float]:
+    """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy"}``.
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward passes under
+    autocast; the weights, their gradients and the optimizer stay float32.
+    """
     model.train()
     meter = EpochMeter(len(batches), device)
     check_every_step = device.type == "cpu"  # reading a CPU tensor costs no synchronisation
+    precision = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     for step, (images, labels) in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
-        logits = model(images)
-        loss = loss_fn(logits, labels)
+        with precision:
+            logits = model(images)
+            loss = loss_fn(logits, labels)  # autocast computes the loss in float32
         loss.backward()
         optimizer.step()
         meter.record(step, loss, logits, labels)
@@ -124,18 +132,22 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Itera
         device: torch.device, epochs: int, *, loss_fn: LossFn = cross_entropy, initial_epoch: int = 0,
         history: Optional[History] = None, progress: Optional[Progress] = None,
         on_epoch_end: Optional[Callable[[int, History], None]] = None,
-        reduce: Optional[Callable[[Dict[str, float]], Dict[str, float]]] = None) -> History:
+        reduce: Optional[Callable[[Dict[str, float]], Dict[str, float]]] = None,
+        autocast_dtype: Optional[torch.dtype] = None) -> History:
     """Train epochs ``initial_epoch + 1 .. epochs``, validating after each, like Keras' ``fit``.
 
     ``on_epoch_end(epoch, history)`` runs after each epoch (checkpointing hooks in there);
-    ``reduce`` combines the training figures of data-parallel ranks (see :mod:`.distributed`).
+    ``reduce`` combines the training figures of data-parallel ranks (see :mod:`.distributed`);
+    ``autocast_dtype`` applies to training only: validation stays float32, so its figures
+    are the ones ``evaluate.py`` reports for the saved weights.
     """
     history = history if history is not None else new_history()
     progress = progress or Progress("quiet")
     for epoch in range(initial_epoch + 1, epochs + 1):
         progress.start_epoch(epoch, epochs, len(train_batches))
         try:
-            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress)
+            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress,
+                                    autocast_dtype)
             if reduce is not None:
                 train = reduce(train)
             val = evaluate(model, val_batches, device, loss_fn)

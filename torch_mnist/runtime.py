@@ -1,7 +1,7 @@
-"""Where a run executes: device selection and CPU floating-point settings."""
+"""Where and how a run executes: device selection, CPU floating-point settings, compile and autocast."""
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -44,3 +44,27 @@ def fast_cpu_math(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16}  # --amp choices
+
+
+def autocast_dtype(amp: str) -> Optional[torch.dtype]:
+    """The dtype training forward passes autocast to for ``--amp`` (None: plain float32)."""
+    return AUTOCAST_DTYPES[amp]
+
+
+def check_compile(device: torch.device) -> None:
+    """Fail early, in one line, where torch.compile cannot build kernels for ``device``.
+
+    Inductor needs a C++ compiler for CPU kernels and Triton for CUDA ones; without
+    them the first training step would fail with a long compiler traceback.
+    """
+    try:
+        probe = torch.compile(lambda x: x * 2 + 1, fullgraph=True)
+        probe(torch.ones(8, device=device))
+    except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
+        lines = str(e).strip().splitlines()
+        reason = lines[0] if lines else type(e).__name__
+        raise UserError(f"--compile: torch.compile cannot build kernels for {device} on this machine "
+                        f"({reason}); run without --compile") from None

@@ -17,7 +17,7 @@ from .errors import UserError
 from .model import MLP
 from .optim import RMSprop
 from .progress import Progress
-from .runtime import fast_cpu_math
+from .runtime import autocast_dtype, check_compile, fast_cpu_math
 
 
 @dataclass
@@ -75,6 +75,10 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     ``shard`` is this rank: it trains on its share of each batch through DDP, and only rank 0 writes.
     """
     config.validate()
+    if config.compile:
+        if shard.world_size > 1:
+            raise UserError("--compile is not supported under torchrun; run without it")
+        check_compile(device)  # one clear line now rather than a compiler traceback at the first step
     semantics = KERAS_SEMANTICS[config.keras_semantics]
     normalization = Normalization.named(config.normalize, config.dataset)
     shuffle_generator = torch.Generator().manual_seed(config.seed)
@@ -82,7 +86,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     model = MLP(hidden=config.hidden, dropout=config.dropout, generator=init_generator).to(device)
     torch.manual_seed(config.seed)  # dropout draws from torch's global generator
     optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
-                        eps_placement=semantics["eps_placement"])
+                        eps_placement=semantics["eps_placement"], compiled=config.compile)
     history, initial_epoch = new_history(), 0
     if resume is not None:
         history, initial_epoch = _restore(resume, model, optimizer, shuffle_generator, device)
@@ -92,11 +96,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     test_batches = make_batches(data_root, False, normalization, config.batch_size, device, config.loader,
                                 dataset=config.dataset)
     writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
-    train_model, reduce = model, None
-    if shard.world_size > 1:
-        check_divisible(train_batches.num_samples, config.batch_size, shard.world_size)
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        reduce = partial(reduce_means, shard=shard, device=device)  # average the ranks' epoch figures
+    train_model, reduce = _training_model(model, config, device, shard, train_batches.num_samples)
 
     def on_epoch_end(epoch: int, history: History) -> None:
         writer.epoch_end(make_checkpoint(model, optimizer, config, normalization, epoch, history,
@@ -106,10 +106,24 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
         try:
             fit(train_model, optimizer, train_batches, test_batches, device, config.epochs,
                 loss_fn=loss_for(config.keras_semantics), initial_epoch=initial_epoch,
-                history=history, progress=progress, on_epoch_end=on_epoch_end, reduce=reduce)
+                history=history, progress=progress, on_epoch_end=on_epoch_end, reduce=reduce,
+                autocast_dtype=autocast_dtype(config.amp))
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
     return RunResult(history, model, test_batches)
+
+
+def _training_model(model: MLP, config: TrainConfig, device: torch.device, shard: Shard,
+                    num_samples: int) -> tuple:
+    """What the loop trains through (``model``, DDP under torchrun, or compiled) and how ranks' figures combine."""
+    if shard.world_size > 1:
+        check_divisible(num_samples, config.batch_size, shard.world_size)
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return ddp, partial(reduce_means, shard=shard, device=device)  # average the ranks' epoch figures
+    if config.compile:
+        # The shapes are fixed (a full and a ragged last batch: one graph each), so no dynamic shapes.
+        return torch.compile(model, dynamic=False), None
+    return model, None
 
 
 def _restore(resume: dict, model: MLP, optimizer: torch.optim.Optimizer, shuffle_generator: torch.Generator,
