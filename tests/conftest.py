@@ -72,6 +72,16 @@ def run_script(name: str, *args, env=None, cwd=None) -> subprocess.CompletedProc
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+def assert_one_line_error_in_process(main, args, capsys, *fragments: str) -> None:
+    """:func:`assert_one_line_error` for a script's ``main`` run in this process, as its
+    ``script()`` wrapper runs it, without the seconds of a new interpreter importing torch."""
+    from torch_mnist.cli import run_main
+
+    code = run_main(main, [str(arg) for arg in args])
+    captured = capsys.readouterr()
+    assert_one_line_error(subprocess.CompletedProcess(args, code, captured.out, captured.err), *fragments)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit code 2, exactly one line on stderr containing every fragment, no traceback."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)

@@ -18,10 +18,17 @@ class TestBenchmark:
         assert floor["epoch_seconds"] > floor["steps"] * floor["step_seconds"]  # plus validation
 
     def test_report_on_synthetic_data(self, synthetic_root):
-        result = run_benchmark(synthetic_root, CPU, repeats=1, loader_repeats=1)
+        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("compile", "bf16"))
         report = format_report(result)
         assert "| fast path (in-memory), seconds per epoch |" in report
+        assert "| fast path with --compile, seconds per epoch |" in report
+        assert "| fast path with --amp bf16 (bf16 matmuls), seconds per epoch |" in report
         assert "| DataLoader path, seconds per epoch |" in report
+        fast = result["fast_epoch_seconds"]
+        assert len(fast["runs"]) == 2 and all(run["floor_seconds"] > 0 for run in fast["runs"])
+        ratios = sorted(run["seconds"] / run["floor_seconds"] for run in fast["runs"])
+        assert fast["x_floor"] == pytest.approx(sum(ratios) / 2)  # the median of two
+        assert f"| {fast['x_floor']:.2f} |" in report
         assert result["profile"] and result["profile"][0]["ms_per_step"] > 0
         if "keras_epoch_seconds" in result:  # with the parity extra installed
             assert "| Keras 3 (torch backend), seconds per epoch |" in report
@@ -30,7 +37,7 @@ class TestBenchmark:
     def test_script_writes_json(self, synthetic_root, tmp_path):
         out = tmp_path / "bench.json"
         result = run_script("benchmark", "--data-dir", synthetic_root, "--repeats", 1, "--loader-repeats", 0,
-                            "--out", out)
+                            "--variants", "--out", out)
         assert result.returncode == 0, result.stderr
         assert json.loads(out.read_text())["fast_epoch_seconds"]["median"] > 0
         assert "matmul floor" in result.stdout

@@ -10,8 +10,9 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, run_script
-from torch_mnist.cli import run_main, train_main
+from conftest import REPO, assert_one_line_error, assert_one_line_error_in_process, run_script
+from torch_mnist import TrainConfig, run_training
+from torch_mnist.cli import train_main
 
 
 def _parse_figures(stdout):
@@ -57,10 +58,10 @@ class TestTrainScript:
         (["--out", "{tmp}/no/such/folder/c.pt"], "does not exist"),
         (["--out", "{tmp}"], "is a directory"),
     ])
-    def test_bad_flags_are_rejected_before_any_work(self, synthetic_root, tmp_path, flags, message):
+    def test_bad_flags_are_rejected_before_any_work(self, synthetic_root, tmp_path, flags, message, capsys):
         flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
-        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", *flags)
-        assert_one_line_error(result, message)
+        assert_one_line_error_in_process(train_main, ["--data-dir", synthetic_root, "--out", tmp_path / "c.pt",
+                                                      *flags], capsys, message)
         assert not (tmp_path / "c.pt").exists()
 
     def test_unwritable_output_folder(self, synthetic_root, tmp_path):
@@ -121,11 +122,8 @@ class TestTrainScript:
         assert_one_line_error(result, "--lr cannot be changed when resuming")
         before = (tmp_path / "c.pt").read_bytes()
         for flags in (["--compile"], ["--amp", "bf16"]):  # the speed options change the arithmetic too
-            code = run_main(train_main, ["--data-dir", str(synthetic_root), "--resume", str(tmp_path / "c.pt"),
-                                         *flags])
-            lines = capsys.readouterr().err.strip().splitlines()
-            assert code == 2 and lines == [f"error: {flags[0]} cannot be changed when resuming; "
-                                           "the checkpoint fixes them"]
+            args = ["--data-dir", synthetic_root, "--resume", tmp_path / "c.pt", *flags]
+            assert_one_line_error_in_process(train_main, args, capsys, f"{flags[0]} cannot be changed when resuming")
         assert (tmp_path / "c.pt").read_bytes() == before
 
     @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -183,9 +181,9 @@ def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_pa
     (["--hidden", "0"], "--hidden must be one or more positive integers"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
 ])
-def test_bad_variant_flags(synthetic_root, tmp_path, flags, message):
-    assert_one_line_error(run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", *flags),
-                          message)
+def test_bad_variant_flags(synthetic_root, tmp_path, flags, message, capsys):
+    assert_one_line_error_in_process(train_main, ["--data-dir", synthetic_root, "--out", tmp_path / "c.pt", *flags],
+                                     capsys, message)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -194,8 +192,7 @@ def test_bad_variant_flags(synthetic_root, tmp_path, flags, message):
 ])
 def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_root, tmp_path, damage, message):
     out = tmp_path / "c.pt"
-    assert run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--out", out, "--quiet",
-                      "--no-plots").returncode == 0
+    run_training(TrainConfig(epochs=1), synthetic_root, torch.device("cpu"), out)  # in process: quicker
     if damage == "truncate":
         out.write_bytes(out.read_bytes()[:4096])
     else:

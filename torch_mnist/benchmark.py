@@ -12,14 +12,18 @@ from typing import Callable, Dict, List
 
 import torch
 
+from dataclasses import replace
+
 from .config import TrainConfig
 from .data import InMemoryBatches, Normalization, TensorSplit, decode, load_mnist, make_batches
 from .engine import evaluate, train_one_epoch
 from .model import IMAGE_PIXELS, MLP
 from .optim import RMSprop
-from .runtime import fast_cpu_math
+from .runtime import autocast_dtype, check_compile, fast_cpu_math
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the shapes the floor is computed for
+# The fast path under train.py's speed options: name -> TrainConfig overrides.
+VARIANTS = {"compile": {"compile": True}, "bf16": {"amp": "bf16"}}
 
 
 def _sync(device: torch.device) -> None:
@@ -42,7 +46,8 @@ def best_time(fn: Callable[[], object], device: torch.device, calls: int = 50, r
     return min(timings)
 
 
-def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512, classes: int = 10) -> Dict:
+def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512, classes: int = 10,
+                 repeats: int = 7) -> Dict:
     """The time of the matrix multiplies no training epoch can avoid, at their real shapes.
 
     Per step: both layers' forward, both weight gradients, and the gradient
@@ -64,7 +69,7 @@ def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512,
     }
     rows = {}
     for name, (fn, m, k, n) in shapes.items():
-        seconds = best_time(fn, device)
+        seconds = best_time(fn, device, repeats=repeats)
         rows[name] = {"seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9}
     step = sum(row["seconds"] for row in rows.values())
     forward = sum(rows[name]["seconds"] for name in list(shapes)[:2])
@@ -76,22 +81,39 @@ def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512,
 
 def _model_and_optimizer(config: TrainConfig, device: torch.device) -> tuple:
     model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
-    return model, RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+    return model, RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
+                          compiled=config.compile)
 
 
-def epoch_seconds(train_batches, test_batches, device: torch.device, repeats: int,
-                  config: TrainConfig = TrainConfig()) -> List[float]:
-    """Seconds of whole epochs (training + validation) through one data path, after a warm-up epoch."""
+def timed_epochs(train_batches, test_batches, device: torch.device, repeats: int,
+                 config: TrainConfig = TrainConfig()) -> Dict:
+    """Whole epochs (training + validation) through one data path, after a warm-up epoch.
+
+    The floor is measured again just before each timed epoch, and each epoch is
+    reported as a multiple of that floor: on a shared machine whose speed drifts
+    during the run, neighbouring measurements compare, distant ones do not.
+    """
     model, optimizer = _model_and_optimizer(config, device)
-    timings = []
+    train_model = torch.compile(model, dynamic=False) if config.compile else model
+    runs = []
     with fast_cpu_math(device):
-        for epoch in range(repeats + 1):
+        for epoch in range(repeats + 1):  # the first epoch warms caches, allocators and compiles
+            floor = matmul_floor(device, repeats=3)["epoch_seconds"] if epoch else None
             _sync(device)
             start = time.perf_counter()
-            train_one_epoch(model, train_batches, optimizer, device, epoch=epoch + 1)
-            evaluate(model, test_batches, device)
-            timings.append(time.perf_counter() - start)
-    return timings[1:]  # the first epoch warms caches and allocators
+            train_one_epoch(train_model, train_batches, optimizer, device, epoch=epoch + 1,
+                            autocast_dtype=autocast_dtype(config.amp))
+            evaluate(train_model, test_batches, device)
+            _sync(device)
+            if epoch:
+                runs.append({"seconds": time.perf_counter() - start, "floor_seconds": floor})
+    return summarize(runs)
+
+
+def summarize(runs: List[Dict]) -> Dict:
+    """Medians of the epoch times and of their ratios to the floor measured beside them."""
+    return {"runs": runs, "median": statistics.median(run["seconds"] for run in runs),
+            "x_floor": statistics.median(run["seconds"] / run["floor_seconds"] for run in runs)}
 
 
 def profile_epoch(train_batches, device: torch.device, top: int = 10,
@@ -122,17 +144,23 @@ def evaluation_throughput(test_batches, device: torch.device) -> float:
     return test_batches.num_samples / seconds
 
 
-def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int) -> List[float]:
+def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, device: torch.device) -> Dict:
     """Keras 3's seconds per epoch of the same program on the same data, if the parity extra is here."""
     from .errors import UserError
-    from .keras_parity import import_keras, keras_epoch_seconds
+    from .keras_parity import import_keras, keras_epoch_timer
 
     try:
         import_keras()
     except UserError:
-        return []
-    return keras_epoch_seconds(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
-                               test_set.labels, repeats)
+        return {}
+    one_epoch = keras_epoch_timer(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
+                                  test_set.labels)
+    one_epoch()  # warm-up
+    runs = []
+    for _ in range(repeats):
+        floor = matmul_floor(device, repeats=3)["epoch_seconds"]
+        runs.append({"seconds": one_epoch(), "floor_seconds": floor})
+    return summarize(runs)
 
 
 def peak_rss_mb() -> float:
@@ -140,57 +168,73 @@ def peak_rss_mb() -> float:
 
 
 def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loader_repeats: int = 2,
-                  config: TrainConfig = TrainConfig()) -> Dict:
-    """All measurements of one run, as a JSON-ready dict. MNIST is decoded once and shared."""
+                  config: TrainConfig = TrainConfig(), variants: tuple = tuple(VARIANTS)) -> Dict:
+    """All measurements of one run, as a JSON-ready dict. MNIST is decoded once and shared.
+
+    ``variants`` names the speed options (keys of :data:`VARIANTS`) to time besides the default fast path.
+    """
     floor = matmul_floor(device)
     normalization = Normalization.named(config.normalize)
     train_set = decode(load_mnist(data_root, True), normalization, device)
     test_set = decode(load_mnist(data_root, False), normalization, device)
-    shuffled = InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
+
+    def shuffled():  # the same seeded batches for every measurement
+        return InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
+
     in_order = InMemoryBatches(test_set, config.batch_size)
-    fast = epoch_seconds(shuffled, in_order, device, repeats, config)
     result = {
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "floor": floor,
-        "fast_epoch_seconds": {"runs": fast, "median": statistics.median(fast)},
+        "fast_epoch_seconds": timed_epochs(shuffled(), in_order, device, repeats, config),
         "peak_rss_mb_fast_path": peak_rss_mb(),
         "eval_images_per_second": evaluation_throughput(in_order, device),
-        "profile": profile_epoch(shuffled, device, config=config),
+        "profile": profile_epoch(shuffled(), device, config=config),
+        "variants": {},
     }
+    if "compile" in variants:
+        check_compile(device)
+    for name in variants:
+        result["variants"][name] = timed_epochs(shuffled(), in_order, device, repeats,
+                                                replace(config, **VARIANTS[name]))
     if loader_repeats:
         loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
                                     torch.Generator().manual_seed(config.seed))
         loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader")
-        loader = epoch_seconds(loader_train, loader_test, device, loader_repeats, config)
-        result["dataloader_epoch_seconds"] = {"runs": loader, "median": statistics.median(loader)}
-        keras = keras_epochs(train_set, test_set, loader_repeats)
+        result["dataloader_epoch_seconds"] = timed_epochs(loader_train, loader_test, device, loader_repeats, config)
+        keras = keras_epochs(train_set, test_set, loader_repeats, device)
         if keras:
-            result["keras_epoch_seconds"] = {"runs": keras, "median": statistics.median(keras)}
+            result["keras_epoch_seconds"] = keras
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
+VARIANT_LABELS = {"compile": "fast path with --compile", "bf16": "fast path with --amp bf16 (bf16 matmuls)"}
+
+
 def format_report(result: Dict) -> str:
-    """The benchmark as a markdown table, each time also as a multiple of the floor."""
-    floor = result["floor"]["epoch_seconds"]
+    """The benchmark as a markdown table, each time also as a multiple of the floor measured beside it."""
     lines = [f"device {result['device']}, torch {result['torch']}, {result['threads']} threads", "",
              "| shape | best time | GFLOP/s |", "|---|---|---|"]
     for name, row in result["floor"]["per_shape"].items():
         lines.append(f"| {name} | {row['seconds'] * 1e6:.0f} us | {row['gflops']:.1f} |")
-    lines += ["", "| measurement | value | x floor |", "|---|---|---|",
-              f"| matmul floor, one epoch (train + validation) | {floor:.3f} s | 1.00 |"]
     fast = result["fast_epoch_seconds"]["median"]
-    lines.append(f"| fast path (in-memory), seconds per epoch | {fast:.3f} s | {fast / floor:.2f} |")
-    if "dataloader_epoch_seconds" in result:
-        slow = result["dataloader_epoch_seconds"]["median"]
-        lines.append(f"| DataLoader path, seconds per epoch | {slow:.3f} s | {slow / floor:.2f} |")
-        lines.append(f"| fast path speed-up over DataLoader | {slow / fast:.1f}x | |")
-    if "keras_epoch_seconds" in result:
-        keras = result["keras_epoch_seconds"]["median"]
-        lines.append(f"| Keras 3 (torch backend), seconds per epoch | {keras:.3f} s | {keras / floor:.2f} |")
-        lines.append(f"| fast path speed-up over Keras 3 | {keras / fast:.1f}x | |")
+    lines += ["", "| measurement | value | x floor |", "|---|---|---|",
+              f"| matmul floor, one epoch (train + validation) | {result['floor']['epoch_seconds']:.3f} s | 1.00 |"]
+
+    def epoch_row(label: str, timing: Dict) -> None:
+        lines.append(f"| {label}, seconds per epoch | {timing['median']:.3f} s | {timing['x_floor']:.2f} |")
+
+    epoch_row("fast path (in-memory)", result["fast_epoch_seconds"])
+    for name, timing in result.get("variants", {}).items():
+        epoch_row(VARIANT_LABELS[name], timing)
+    for key, label in (("dataloader_epoch_seconds", "DataLoader path"),
+                       ("keras_epoch_seconds", "Keras 3 (torch backend)")):
+        if key in result:
+            epoch_row(label, result[key])
+            lines.append(f"| fast path speed-up over {label.split(' (')[0]} | "
+                         f"{result[key]['median'] / fast:.1f}x | |")
     lines.append(f"| evaluation throughput | {result['eval_images_per_second']:,.0f} images/s | |")
     lines.append(f"| peak resident memory (fast path only) | {result['peak_rss_mb_fast_path']:.0f} MB | |")
     lines.append(f"| peak resident memory (whole benchmark) | {result['peak_rss_mb']:.0f} MB | |")
