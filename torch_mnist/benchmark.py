@@ -7,12 +7,11 @@ the figures compare on a noisy or shared machine.
 import resource
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
-
-from dataclasses import replace
 
 from .config import TrainConfig
 from .data import InMemoryBatches, Normalization, TensorSplit, decode, load_mnist, make_batches
