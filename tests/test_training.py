@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from torch_mnist import TrainConfig, UserError, load_checkpoint, run_training
+from torch_mnist import TrainConfig, UserError, evaluate, load_checkpoint, run_training
 from torch_mnist.distributed import Shard
+from torch_mnist.model import MLP
+from torch_mnist.optim import rmsprop_update
 from torch_mnist.training import CheckpointWriter, resume_config
 
 CPU = torch.device("cpu")
@@ -87,22 +89,40 @@ class TestVariants:
 
 
 class TestSpeedOptions:
-    def test_compiled_run_follows_the_eager_run(self, synthetic_root, tmp_path):
+    def test_compiled_run_follows_the_eager_run(self, synthetic_root, tmp_path, monkeypatch):
         eager = _train(synthetic_root, tmp_path / "eager.pt", 2).history
+        compiled_objects, real_compile = [], torch.compile
+
+        def spy(target, **kwargs):
+            compiled_objects.append(target)
+            return real_compile(target, **kwargs)
+
+        monkeypatch.setattr(torch, "compile", spy)
         compiled = _train(synthetic_root, tmp_path / "compiled.pt", 2, compile=True).history
+        assert rmsprop_update in compiled_objects  # the optimizer's update ...
+        assert any(isinstance(target, MLP) for target in compiled_objects)  # ... and the model went through it
         for key in eager:  # same batches and formula; fused kernels round differently in the last bits
             assert compiled[key] == pytest.approx(eager[key], rel=1e-4)
         saved = load_checkpoint(tmp_path / "compiled.pt")
         assert saved["config"]["compile"] is True
         assert set(saved["model_state"]) == set(load_checkpoint(tmp_path / "eager.pt")["model_state"])
+        _train(synthetic_root, tmp_path / "split.pt", 1, compile=True)  # and resumes bit-for-bit
+        checkpoint = load_checkpoint(tmp_path / "split.pt")
+        resumed = run_training(resume_config(checkpoint, 2), synthetic_root, CPU, tmp_path / "split.pt",
+                               resume=checkpoint)
+        assert resumed.history == compiled
 
-    def test_bf16_run_is_recorded_and_validates_in_float32(self, synthetic_root, tmp_path):
-        result = _train(synthetic_root, tmp_path / "amp.pt", 1, amp="bf16")
-        saved = load_checkpoint(tmp_path / "amp.pt")
-        assert saved["config"]["amp"] == "bf16"
+    def test_bf16_run_is_recorded_validates_in_float32_and_resumes_bit_for_bit(self, synthetic_root, tmp_path):
+        result = _train(synthetic_root, tmp_path / "amp.pt", 2, amp="bf16")
+        assert load_checkpoint(tmp_path / "amp.pt")["config"]["amp"] == "bf16"
         assert result.history["val_accuracy"][-1] > 0.9
-        from torch_mnist import evaluate  # the saved float32 weights give the logged validation figures
+        # The saved float32 weights give the logged validation figures.
         assert evaluate(result.model, result.test_batches, CPU)["loss"] == result.history["val_loss"][-1]
+        _train(synthetic_root, tmp_path / "split.pt", 1, amp="bf16")
+        checkpoint = load_checkpoint(tmp_path / "split.pt")
+        resumed = run_training(resume_config(checkpoint, 2), synthetic_root, CPU, tmp_path / "split.pt",
+                               resume=checkpoint)
+        assert resumed.history == result.history
 
     def test_compile_under_torchrun_is_refused_before_any_work(self, synthetic_root, tmp_path):
         with pytest.raises(UserError, match="--compile is not supported under torchrun"):
