@@ -13,16 +13,17 @@ from typing import Callable, Dict, List
 
 import torch
 
-from .config import TrainConfig
+from .config import AUTOCAST_DTYPES, TrainConfig
 from .data import InMemoryBatches, Normalization, TensorSplit, decode, load_mnist, make_batches
 from .engine import evaluate, train_one_epoch
 from .model import IMAGE_PIXELS, MLP
 from .optim import RMSprop
-from .runtime import autocast_dtype, check_compile, fast_cpu_math
+from .runtime import check_compile, compile_model, fast_cpu_math
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the shapes the floor is computed for
-# The fast path under train.py's speed options: name -> TrainConfig overrides.
-VARIANTS = {"compile": {"compile": True}, "bf16": {"amp": "bf16"}}
+# The fast path under train.py's speed options: name -> (report label, TrainConfig overrides).
+VARIANTS = {"compile": ("fast path with --compile", {"compile": True}),
+            "bf16": ("fast path with --amp bf16 (bf16 matmuls)", {"amp": "bf16"})}
 
 
 def _sync(device: torch.device) -> None:
@@ -86,31 +87,34 @@ def _model_and_optimizer(config: TrainConfig, device: torch.device) -> tuple:
 
 def timed_epochs(train_batches, test_batches, device: torch.device, repeats: int,
                  config: TrainConfig = TrainConfig()) -> Dict:
-    """Whole epochs (training + validation) through one data path, after a warm-up epoch.
-
-    The floor is measured again just before each timed epoch, and each epoch is
-    reported as a multiple of that floor: on a shared machine whose speed drifts
-    during the run, neighbouring measurements compare, distant ones do not.
-    """
+    """Whole epochs (training + validation) through one data path, each beside its own floor."""
     model, optimizer = _model_and_optimizer(config, device)
-    train_model = torch.compile(model, dynamic=False) if config.compile else model
-    runs = []
+    train_model = compile_model(model) if config.compile else model
+
+    def one_epoch() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        train_one_epoch(train_model, train_batches, optimizer, device, autocast_dtype=AUTOCAST_DTYPES[config.amp])
+        evaluate(train_model, test_batches, device)
+        _sync(device)
+        return time.perf_counter() - start
+
     with fast_cpu_math(device):
-        for epoch in range(repeats + 1):  # the first epoch warms caches, allocators and compiles
-            floor = matmul_floor(device, repeats=3)["epoch_seconds"] if epoch else None
-            _sync(device)
-            start = time.perf_counter()
-            train_one_epoch(train_model, train_batches, optimizer, device, epoch=epoch + 1,
-                            autocast_dtype=autocast_dtype(config.amp))
-            evaluate(train_model, test_batches, device)
-            _sync(device)
-            if epoch:
-                runs.append({"seconds": time.perf_counter() - start, "floor_seconds": floor})
-    return summarize(runs)
+        return beside_the_floor(one_epoch, repeats, device)
 
 
-def summarize(runs: List[Dict]) -> Dict:
-    """Medians of the epoch times and of their ratios to the floor measured beside them."""
+def beside_the_floor(one_epoch: Callable[[], float], repeats: int, device: torch.device) -> Dict:
+    """``repeats`` timed calls of ``one_epoch`` after a warm-up call, each just after a fresh floor.
+
+    Reported: the median time and the median of time / floor. On a shared
+    machine whose speed drifts during the run, neighbouring measurements
+    compare, distant ones do not.
+    """
+    one_epoch()  # warms caches and allocators, and compiles where --compile is on
+    runs = []
+    for _ in range(repeats):
+        floor = matmul_floor(device, repeats=3)["epoch_seconds"]
+        runs.append({"seconds": one_epoch(), "floor_seconds": floor})
     return {"runs": runs, "median": statistics.median(run["seconds"] for run in runs),
             "x_floor": statistics.median(run["seconds"] / run["floor_seconds"] for run in runs)}
 
@@ -154,12 +158,7 @@ def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, de
         return {}
     one_epoch = keras_epoch_timer(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
                                   test_set.labels)
-    one_epoch()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        floor = matmul_floor(device, repeats=3)["epoch_seconds"]
-        runs.append({"seconds": one_epoch(), "floor_seconds": floor})
-    return summarize(runs)
+    return beside_the_floor(one_epoch, repeats, device)
 
 
 def peak_rss_mb() -> float:
@@ -196,7 +195,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         check_compile(device)
     for name in variants:
         result["variants"][name] = timed_epochs(shuffled(), in_order, device, repeats,
-                                                replace(config, **VARIANTS[name]))
+                                                replace(config, **VARIANTS[name][1]))
     if loader_repeats:
         loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
                                     torch.Generator().manual_seed(config.seed))
@@ -207,9 +206,6 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
             result["keras_epoch_seconds"] = keras
     result["peak_rss_mb"] = peak_rss_mb()
     return result
-
-
-VARIANT_LABELS = {"compile": "fast path with --compile", "bf16": "fast path with --amp bf16 (bf16 matmuls)"}
 
 
 def format_report(result: Dict) -> str:
@@ -227,7 +223,7 @@ def format_report(result: Dict) -> str:
 
     epoch_row("fast path (in-memory)", result["fast_epoch_seconds"])
     for name, timing in result.get("variants", {}).items():
-        epoch_row(VARIANT_LABELS[name], timing)
+        epoch_row(VARIANTS[name][0], timing)
     for key, label in (("dataloader_epoch_seconds", "DataLoader path"),
                        ("keras_epoch_seconds", "Keras 3 (torch backend)")):
         if key in result:

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
+from .config import AUTOCAST_DTYPES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, NORMALIZATIONS, TrainConfig
 from . import distributed
 from .data import resolve_data_root
 from .distributed import Shard
@@ -74,7 +74,7 @@ def train_parser() -> argparse.ArgumentParser:
                         f"(default: {DEFAULTS.keras_semantics})")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the model and the optimizer's update (first epoch includes compiling)")
-    p.add_argument("--amp", choices=AMP_MODES,
+    p.add_argument("--amp", choices=tuple(AUTOCAST_DTYPES),
                    help=f"bf16: training forward passes under bfloat16 autocast (default: {DEFAULTS.amp})")
     data_flags(p)
     p.add_argument("--out", help="checkpoint path (default: ckpt.pt, or the --resume path)")

@@ -4,11 +4,12 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Tuple
 
+import torch
+
 from .errors import UserError
 
 NORMALIZATIONS = ("scale", "standardize")
 LOADERS = ("memory", "dataloader")
-AMP_MODES = ("off", "bf16")
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # keys of torch_mnist.data.DATASETS
 
 # Which optimizer and loss arithmetic each Keras generation uses.
@@ -19,6 +20,9 @@ KERAS_SEMANTICS = {
     "keras2": {"eps_placement": "outside", "clip_probabilities": False},
     "keras3": {"eps_placement": "inside", "clip_probabilities": True},
 }
+
+# --amp: the dtype training forward passes autocast to (None: plain float32).
+AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -70,7 +74,7 @@ class TrainConfig:
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
         _check_choice("loader", self.loader, LOADERS)
         _check_choice("keras-semantics", self.keras_semantics, tuple(KERAS_SEMANTICS))
-        _check_choice("amp", self.amp, AMP_MODES)
+        _check_choice("amp", self.amp, tuple(AUTOCAST_DTYPES))
         if not isinstance(self.compile, bool):
             raise UserError(f"compile must be true or false, got {self.compile!r}")
         return self

@@ -36,7 +36,6 @@ REFERENCE_EPOCHS: Dict[int, tuple] = {
 REFERENCE_EVALUATE = {"loss": 0.09333343058824539, "accuracy": 0.9829000234603882}
 
 
-
 def reference_history() -> Dict[str, List[Optional[float]]]:
     """The logged run in the shape of a Keras ``History.history``."""
     epochs = sorted(REFERENCE_EPOCHS)

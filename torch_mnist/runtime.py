@@ -1,7 +1,7 @@
-"""Where and how a run executes: device selection, CPU floating-point settings, compile and autocast."""
+"""Where and how a run executes: device selection, CPU floating-point settings, torch.compile."""
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 
@@ -46,12 +46,12 @@ def fast_cpu_math(device: torch.device) -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
-AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16}  # --amp choices
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``--compile``'s model: forward and backward through ``torch.compile``, parameters shared.
 
-
-def autocast_dtype(amp: str) -> Optional[torch.dtype]:
-    """The dtype training forward passes autocast to for ``--amp`` (None: plain float32)."""
-    return AUTOCAST_DTYPES[amp]
+    The shapes are fixed (a full and a ragged last batch: one graph each), so no dynamic shapes.
+    """
+    return torch.compile(model, dynamic=False)
 
 
 def check_compile(device: torch.device) -> None:

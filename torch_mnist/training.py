@@ -9,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from .config import KERAS_SEMANTICS, TrainConfig
+from .config import AUTOCAST_DTYPES, KERAS_SEMANTICS, TrainConfig
 from .data import Normalization, make_batches
 from .distributed import Shard, check_divisible, reduce_means
 from .engine import History, fit, loss_for, new_history
@@ -17,7 +17,7 @@ from .errors import UserError
 from .model import MLP
 from .optim import RMSprop
 from .progress import Progress
-from .runtime import autocast_dtype, check_compile, fast_cpu_math
+from .runtime import check_compile, compile_model, fast_cpu_math
 
 
 @dataclass
@@ -107,7 +107,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
             fit(train_model, optimizer, train_batches, test_batches, device, config.epochs,
                 loss_fn=loss_for(config.keras_semantics), initial_epoch=initial_epoch,
                 history=history, progress=progress, on_epoch_end=on_epoch_end, reduce=reduce,
-                autocast_dtype=autocast_dtype(config.amp))
+                autocast_dtype=AUTOCAST_DTYPES[config.amp])
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
     return RunResult(history, model, test_batches)
@@ -121,8 +121,7 @@ def _training_model(model: MLP, config: TrainConfig, device: torch.device, shard
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         return ddp, partial(reduce_means, shard=shard, device=device)  # average the ranks' epoch figures
     if config.compile:
-        # The shapes are fixed (a full and a ragged last batch: one graph each), so no dynamic shapes.
-        return torch.compile(model, dynamic=False), None
+        return compile_model(model), None
     return model, None
 
 
