@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train train-mlp2 evaluate test bench reproduce lint clean
+.PHONY: install train train-mlp2 evaluate test test-fast bench reproduce lint clean
 
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ evaluate: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Every module on synthetic data: no real-data epochs, torchrun, torch.compile or Keras (see setup.cfg's markers).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras)"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py --out bench.json

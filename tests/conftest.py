@@ -1,6 +1,8 @@
-"""Shared fixtures: a seed, a tiny synthetic MNIST as real idx files, the real data root."""
+"""Shared fixtures: a seed, a tiny synthetic MNIST as real idx files, the real data root, and the
+rules every test lives by: its own signal dispositions, no network, no process left behind."""
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -13,10 +15,41 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Where torchvision would download from: a closed local port, so a test that expects the
+# download to fail fails at once, online or offline (port 9 is "discard", never served here).
+UNREACHABLE_MIRROR = "http://127.0.0.1:9/"
+
+
 @pytest.fixture(autouse=True)
 def seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def signal_dispositions():
+    """Ctrl-C and SIGTERM as in an interactive shell, whatever this suite inherited.
+
+    Started by nohup, cron, ``make test &`` or a CI runner, SIGINT arrives ignored and
+    every child would inherit that. A handled signal is reset to its default in a child
+    at exec, so installing Python's handlers here gives the scripts we start the
+    dispositions of a terminal too.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """torchvision's downloads go nowhere: tests never depend on the network."""
+    from torch_mnist.data import DATASETS
+
+    for info in DATASETS.values():
+        monkeypatch.setattr(info.torchvision_class, "mirrors", [UNREACHABLE_MIRROR])
 
 
 def write_idx_images(path: Path, images: np.ndarray) -> None:
@@ -66,20 +99,72 @@ def real_root() -> Path:
     pytest.skip("set TORCH_MNIST_DATA to run tests on the real MNIST files")
 
 
-def run_script(name: str, *args, env=None, cwd=None) -> subprocess.CompletedProcess:
+class Processes:
+    """Processes a test started; each runs in its own process group, which teardown kills."""
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, command, **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True, **kwargs)
+        self.started.append(process)
+        return process
+
+    def end_all(self) -> None:
+        for process in self.started:
+            kill_group(process)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """End ``process`` and everything it started (torchrun's workers, say), if still running."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+    process.wait(timeout=30)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture
+def processes():
+    started = Processes()
+    yield started
+    started.end_all()
+
+
+def run_command(command, timeout: float = 300, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``command`` to completion and capture its output; on a timeout or any failure,
+    it and its children are killed, never left running."""
+    process = subprocess.Popen([str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, cwd=cwd, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        kill_group(process)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def run_script(name: str, *args, env=None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run scripts/<name>.py the way a user does, capturing its output."""
-    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return run_command([sys.executable, REPO / "scripts" / f"{name}.py", *args], timeout, env, cwd)
 
 
-def assert_one_line_error_in_process(main, args, capsys, *fragments: str) -> None:
-    """:func:`assert_one_line_error` for a script's ``main`` run in this process, as its
-    ``script()`` wrapper runs it, without the seconds of a new interpreter importing torch."""
+def run_in_process(main, args, capsys) -> subprocess.CompletedProcess:
+    """A script's ``main`` run in this process as its ``script()`` wrapper runs it (errors become
+    one line and exit code 2), without the seconds of a new interpreter importing torch."""
     from torch_mnist.cli import run_main
 
     code = run_main(main, [str(arg) for arg in args])
     captured = capsys.readouterr()
-    assert_one_line_error(subprocess.CompletedProcess(args, code, captured.out, captured.err), *fragments)
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def assert_one_line_error_in_process(main, args, capsys, *fragments: str) -> None:
+    """:func:`assert_one_line_error` for a script's ``main`` run in this process."""
+    assert_one_line_error(run_in_process(main, args, capsys), *fragments)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from torch_mnist import benchmark
 from torch_mnist.benchmark import format_report, matmul_floor, run_benchmark
 
 from conftest import run_script
@@ -11,17 +12,21 @@ CPU = torch.device("cpu")
 
 
 class TestBenchmark:
-    def test_floor_covers_the_five_products(self):
-        floor = matmul_floor(CPU)
-        assert len(floor["per_shape"]) == 5 and floor["steps"] == 469
-        assert all(row["seconds"] > 0 and row["gflops"] > 0 for row in floor["per_shape"].values())
-        assert floor["epoch_seconds"] > floor["steps"] * floor["step_seconds"]  # plus validation
+    def test_floor_times_exactly_the_matrix_work_of_a_training_step(self):
+        floor = matmul_floor(CPU, repeats=1)
+        assert floor["steps"] == 469
+        # A step's unavoidable matmuls: two forward products, two weight gradients and the gradient
+        # into the hidden layer (the input needs none), counted here from the model's shapes.
+        batch, pixels, hidden, classes = 128, 784, 512, 10
+        step_flops = 2 * batch * (pixels * hidden + hidden * classes) * 2 + 2 * batch * classes * hidden
+        timed_flops = sum(row["gflops"] * 1e9 * row["seconds"] for row in floor["per_shape"].values())
+        assert timed_flops == pytest.approx(step_flops, rel=1e-9)
 
-    def test_report_on_synthetic_data(self, synthetic_root):
-        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("compile", "bf16"))
+    def test_report_on_synthetic_data(self, synthetic_root, monkeypatch):
+        monkeypatch.setattr(benchmark, "keras_epochs", lambda *args: {})  # Keras' row: the next test
+        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16",))
         report = format_report(result)
         assert "| fast path (in-memory), seconds per epoch |" in report
-        assert "| fast path with --compile, seconds per epoch |" in report
         assert "| fast path with --amp bf16 (bf16 matmuls), seconds per epoch |" in report
         assert "| DataLoader path, seconds per epoch |" in report
         fast = result["fast_epoch_seconds"]
@@ -30,9 +35,17 @@ class TestBenchmark:
         assert fast["x_floor"] == pytest.approx(sum(ratios) / 2)  # the median of two
         assert f"| {fast['x_floor']:.2f} |" in report
         assert result["profile"] and result["profile"][0]["ms_per_step"] > 0
-        if "keras_epoch_seconds" in result:  # with the parity extra installed
-            assert "| Keras 3 (torch backend), seconds per epoch |" in report
         json.dumps(result)  # everything in it is JSON-ready
+
+    @pytest.mark.compile
+    @pytest.mark.keras
+    def test_compile_and_keras_rows(self, synthetic_root):
+        pytest.importorskip("keras")
+        result = run_benchmark(synthetic_root, CPU, repeats=1, loader_repeats=1, variants=("compile",))
+        report = format_report(result)
+        assert "| fast path with --compile, seconds per epoch |" in report
+        assert "| Keras 3 (torch backend), seconds per epoch |" in report
+        assert result["keras_epoch_seconds"]["median"] > 0
 
     def test_script_writes_json(self, synthetic_root, tmp_path):
         out = tmp_path / "bench.json"
@@ -41,13 +54,3 @@ class TestBenchmark:
         assert result.returncode == 0, result.stderr
         assert json.loads(out.read_text())["fast_epoch_seconds"]["median"] > 0
         assert "matmul floor" in result.stdout
-
-
-@pytest.mark.slow
-def test_both_loaders_agree_on_a_real_epoch(real_root, tmp_path):
-    from torch_mnist import TrainConfig, run_training
-    histories = [run_training(TrainConfig(epochs=1, loader=loader), real_root, CPU, tmp_path / f"{loader}.pt").history
-                 for loader in ("memory", "dataloader")]
-    assert histories[0].keys() == histories[1].keys()
-    assert histories[0]["val_accuracy"][0] >= 0.95
-    assert histories[1]["val_accuracy"][0] == pytest.approx(histories[0]["val_accuracy"][0], abs=2e-3)

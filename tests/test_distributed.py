@@ -1,7 +1,6 @@
 """torchrun data-parallel training (gloo, 2 processes) against the single-process run."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -10,13 +9,15 @@ import torch
 from torch_mnist import UserError
 from torch_mnist.distributed import Shard, check_divisible
 
-from conftest import REPO, make_synthetic_root, run_script
+from conftest import REPO, make_synthetic_root, run_command, run_script
+
+pytestmark = pytest.mark.torchrun
 
 
 def torchrun(*args, nproc=2):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(REPO / "scripts" / "train.py"), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    """scripts/train.py under torchrun on the CPU (gloo), whatever GPUs the machine has."""
+    return run_command([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                        REPO / "scripts" / "train.py", "--device", "cpu", *args])
 
 
 class TestSharding:
@@ -35,13 +36,14 @@ class TestSharding:
 
 
 @pytest.mark.parametrize("semantics, tolerance", [("keras3", 1e-6), ("keras2", 1e-5)])
-def test_first_step_matches_single_process(tmp_path, semantics, tolerance):
+def test_an_epoch_with_a_short_last_batch_matches_single_process(tmp_path, semantics, tolerance):
+    # 600 images in batches of 128: four full steps and a last one of 88, 44 per rank.
     # Under keras2 (eps outside the square root) a gradient that is zero up to rounding, ~1e-10,
     # still moves its weight by ~lr * g / eps ~ 1e-6, so summation order alone shows at 1e-6;
     # keras3's sqrt(v + eps) damps such gradients, and the runs agree to 1e-6.
-    root = make_synthetic_root(tmp_path / "data", train=128, test=200)  # one step per epoch
+    root = make_synthetic_root(tmp_path / "data", train=600, test=200)
     flags = ["--data-dir", root, "--epochs", 1, "--quiet", "--no-plots", "--keras-semantics", semantics]
-    single = run_script("train", *flags, "--out", tmp_path / "one.pt")
+    single = run_script("train", *flags, "--out", tmp_path / "one.pt", "--device", "cpu")
     assert single.returncode == 0, single.stderr
     parallel = torchrun(*flags, "--out", tmp_path / "two.pt")
     assert parallel.returncode == 0, parallel.stderr
@@ -59,17 +61,10 @@ def test_uneven_shares_are_rejected_on_every_rank(tmp_path):
     assert result.returncode != 0
     # Each rank ends with our one line; torchrun then adds its own report of the failed workers.
     assert "both must divide by the 3 processes" in result.stderr
-    assert "torch_mnist/" not in result.stderr  # no traceback through our code
+    # No traceback frame in our own files, wherever the checkout lives (torchrun adds frames of its own).
+    assert f'File "{REPO / "torch_mnist"}' not in result.stderr
+    assert f'File "{REPO / "scripts"}' not in result.stderr
     assert not (tmp_path / "d.pt").exists()
-
-
-@pytest.mark.slow
-def test_one_real_epoch_lands_in_the_single_process_band(real_root, tmp_path):
-    result = torchrun("--data-dir", real_root, "--epochs", 1, "--out", tmp_path / "c.pt", "--quiet", "--no-plots")
-    assert result.returncode == 0, result.stderr
-    history = json.loads((tmp_path / "c.json").read_text())["history"]
-    # The single-process run with this seed: val_accuracy 0.9546 (README); same optimisation, other rounding.
-    assert abs(history["val_accuracy"][0] - 0.9546) < 0.005
 
 
 def test_resume_under_torchrun_equals_one_go(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torch_mnist import RMSprop, TrainConfig
+from torch_mnist.optim import FLT_MIN
 
 
 def _params():
@@ -70,6 +71,7 @@ class TestRMSprop:
         for pa, pb in zip(a, b):
             assert torch.equal(pa, pb)
 
+    @pytest.mark.compile
     def test_compiled_update_follows_the_eager_one(self):
         # Keras 3's placement here; the default one runs compiled in test_training's --compile run.
         eager, compiled = _params(), _params()
@@ -78,6 +80,31 @@ class TestRMSprop:
         for a, b, start in zip(eager, compiled, _params()):
             assert not torch.equal(b, start)  # it did move
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)  # only last-bit rounding differs
+
+    @pytest.mark.parametrize("placement", ["outside", "inside"])
+    def test_raising_subnormal_averages_to_flt_min_changes_no_update(self, placement):
+        # Squared-gradient averages of rarely inked pixels decay into (and below) float32's
+        # subnormal range; the CPU path raises them to FLT_MIN. Compare with the plain formula.
+        torch.set_flush_denormal(False)  # subnormals as the OpenMP workers see them
+        generator = torch.Generator().manual_seed(0)
+        magnitudes = torch.logspace(-25, -1, 400)  # g**2 from 1e-50 (below subnormals) to 1e-2
+        params = [torch.nn.Parameter(torch.randn(400, generator=generator))]
+        plain, square_avg = params[0].detach().clone(), torch.zeros(400)
+        optimizer = RMSprop(params, eps_placement=placement)
+        subnormal_seen = False
+        for step in range(60):
+            grad = magnitudes * torch.randn(400, generator=generator) * (step < 10)  # then silence: v decays
+            params[0].grad = grad.clone()
+            optimizer.step()
+            square_avg.mul_(0.9).addcmul_(grad, grad, value=0.1)  # the formula, unclamped
+            subnormal_seen |= bool(((square_avg > 0) & (square_avg < FLT_MIN)).any())
+            if placement == "inside":
+                denominator = (square_avg + 1e-7).sqrt()
+            else:
+                denominator = square_avg.sqrt().add(1e-7)
+            plain.addcdiv_(grad, denominator, value=-1e-3)
+            assert torch.equal(params[0].detach(), plain), f"step {step}"
+        assert subnormal_seen  # the case the clamp exists for did occur
 
     def test_rejects_bad_hyperparameters(self):
         with pytest.raises(ValueError):

@@ -1,14 +1,20 @@
 import gzip
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from torch_mnist import UserError
+from torch_mnist import Normalization, UserError, load_mnist
+from torch_mnist.cli import train_main
+from torch_mnist.cli_results import evaluate_main
 from torch_mnist.idx import RAW_FILES, check_split
 from torch_mnist.prepare import prepare_dataset
 
-from conftest import assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_in_process, run_script
+
+sys.path.insert(0, str(REPO / "scripts"))
+from prepare_data import main as prepare_main  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -53,16 +59,19 @@ class TestPrepare:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
-def test_debian_fashion_mnist_trains_one_epoch(tmp_path):
-    prepared = run_script("prepare_data", "--dataset", "fashion-mnist", "--source", FASHION,
-                          "--data-dir", tmp_path / "root")
-    assert prepared.returncode == 0, prepared.stderr
+def test_debian_fashion_mnist_installs_with_its_statistics_and_trains_one_epoch(tmp_path, capsys):
+    root = tmp_path / "root"
+    assert run_in_process(prepare_main, ["--dataset", "fashion-mnist", "--source", FASHION, "--data-dir", root],
+                          capsys).returncode == 0
+    pixels = load_mnist(root, train=True, dataset="fashion-mnist").data.double() / 255
+    standardize = Normalization.named("standardize", "fashion-mnist")
+    assert (round(pixels.mean().item(), 4), round(pixels.std().item(), 4)) == (standardize.mean, standardize.std)
     out = tmp_path / "fashion.pt"
-    trained = run_script("train", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "root", "--epochs", 1,
-                         "--out", out, "--quiet")
+    trained = run_in_process(train_main, ["--dataset", "fashion-mnist", "--data-dir", root, "--epochs", 1,
+                                          "--out", out, "--quiet", "--no-plots"], capsys)
     assert trained.returncode == 0, trained.stderr
     assert "| epoch |" not in trained.stdout  # the MNIST reference table is not printed for Fashion-MNIST
-    evaluated = run_script("evaluate", "--checkpoint", out, "--data-dir", tmp_path / "root")
+    evaluated = run_in_process(evaluate_main, ["--checkpoint", out, "--data-dir", root], capsys)
     assert evaluated.returncode == 0, evaluated.stderr
     accuracy = float(evaluated.stdout.splitlines()[1].split(": ")[1])
     assert accuracy >= 0.80

@@ -1,13 +1,44 @@
+import os
+import re
+
+import pytest
+
 from torch_mnist.reference import REFERENCE_EPOCHS, REFERENCE_EVALUATE, comparison_table, reference_history
+
+from conftest import REPO
+
+# The page the figures were transcribed from (beside the checkout in this project's workspace).
+REFERENCE_PAGE = REPO.parent / "shared" / "reference" / "keras_reference.md"
+
+
+def _logged_table(page: str) -> dict:
+    """The per-epoch rows of the page's "The run it logged" table: epoch -> four figures or None."""
+    section = page.split("## The run it logged", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].isdigit():
+            rows[int(cells[0])] = tuple(None if "cut off" in cell else float(cell) for cell in cells[1:])
+    return rows
 
 
 class TestReference:
+    def test_figures_are_the_logged_ones(self):
+        if not REFERENCE_PAGE.is_file():
+            if os.environ.get("CI"):
+                pytest.fail(f"CI runs beside ../shared: {REFERENCE_PAGE} is missing")
+            pytest.skip(f"{REFERENCE_PAGE} is not beside this checkout")
+        page = REFERENCE_PAGE.read_text()
+        assert REFERENCE_EPOCHS == _logged_table(page)
+        evaluated = re.search(r"`loss: ([0-9.]+)`,\s*`acc: ([0-9.]+)`", page)
+        assert REFERENCE_EVALUATE == {"loss": float(evaluated[1]), "accuracy": float(evaluated[2])}
+
     def test_logged_run_as_history(self):
         history = reference_history()
-        assert len(history["loss"]) == 20
-        assert history["val_accuracy"][19] == 0.9837 and history["loss"][0] == 0.4194
-        assert history["val_loss"][15] is None  # cut off in the log
-        assert REFERENCE_EVALUATE["accuracy"] == 0.9829000234603882
+        assert list(history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+        assert all(len(values) == 20 for values in history.values())
+        for epoch, figures in REFERENCE_EPOCHS.items():  # columns transposed in epoch order
+            assert tuple(history[key][epoch - 1] for key in history) == figures
 
     def test_table_puts_ours_beside_reference(self):
         table = comparison_table({"loss": [0.25, 0.1], "accuracy": [0.92, 0.97],
@@ -19,4 +50,4 @@ class TestReference:
     def test_epochs_beyond_twenty_have_no_reference(self):
         history = {key: [0.5] * 21 for key in ("loss", "accuracy", "val_loss", "val_accuracy")}
         assert comparison_table(history).splitlines()[-1].endswith("| 0.5000 | - |")
-        assert len(REFERENCE_EPOCHS) == 20
+        assert comparison_table(history).splitlines()[-6].endswith("| 0.5000 | - | 0.5000 | - |")  # epoch 16

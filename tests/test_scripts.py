@@ -3,16 +3,16 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, assert_one_line_error_in_process, run_script
-from torch_mnist import TrainConfig, run_training
+from conftest import REPO, assert_one_line_error_in_process, run_in_process, run_script
+from torch_mnist import TrainConfig, engine, load_checkpoint, run_training
 from torch_mnist.cli import train_main
+from torch_mnist.cli_results import evaluate_main
 
 
 def _parse_figures(stdout):
@@ -41,10 +41,10 @@ class TestRealRun:
 
 
 class TestTrainScript:
-    def test_missing_data_is_one_line(self, tmp_path):
-        result = run_script("train", "--data-dir", tmp_path / "none", "--out", tmp_path / "c.pt")
-        assert_one_line_error(result, str(tmp_path / "none" / "MNIST" / "raw"), "train-images-idx3-ubyte",
-                              "t10k-labels-idx1-ubyte")
+    def test_missing_data_is_one_line(self, tmp_path, capsys):
+        assert_one_line_error_in_process(train_main, ["--data-dir", tmp_path / "none", "--out", tmp_path / "c.pt"],
+                                         capsys, str(tmp_path / "none" / "MNIST" / "raw"),
+                                         "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "download failed")
         assert not (tmp_path / "c.pt").exists()
 
     @pytest.mark.parametrize("flags, message", [
@@ -64,74 +64,86 @@ class TestTrainScript:
                                                       *flags], capsys, message)
         assert not (tmp_path / "c.pt").exists()
 
-    def test_unwritable_output_folder(self, synthetic_root, tmp_path):
+    def test_unwritable_output_folder(self, synthetic_root, tmp_path, capsys):
         folder = tmp_path / "locked"
         folder.mkdir()
         folder.chmod(0o500)
         try:
             if os.access(folder, os.W_OK):
                 pytest.skip("running as a user who can write anywhere (root)")
-            result = run_script("train", "--data-dir", synthetic_root, "--out", folder / "c.pt")
-            assert_one_line_error(result, "is not writable")
+            assert_one_line_error_in_process(train_main, ["--data-dir", synthetic_root, "--out", folder / "c.pt"],
+                                             capsys, "is not writable")
         finally:
             folder.chmod(0o700)
 
-    def test_output_folder_nobody_can_write(self, synthetic_root):
+    def test_output_folder_nobody_can_write(self, synthetic_root, capsys):
         # /proc refuses new files even to root, so this runs wherever the tests run.
-        result = run_script("train", "--data-dir", synthetic_root, "--out", "/proc/ckpt.pt")
-        assert_one_line_error(result, "--out /proc/ckpt.pt: folder /proc is not writable")
+        assert_one_line_error_in_process(train_main, ["--data-dir", synthetic_root, "--out", "/proc/ckpt.pt"],
+                                         capsys, "--out /proc/ckpt.pt: folder /proc is not writable")
 
-    def test_verify_data_rejects_files_that_are_not_the_official_release(self, synthetic_root, tmp_path):
-        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", "--verify-data")
-        assert_one_line_error(result, "train-images-idx3-ubyte: MD5", "differs from the official release")
+    def test_verify_data_rejects_files_that_are_not_the_official_release(self, synthetic_root, tmp_path, capsys):
+        assert_one_line_error_in_process(
+            train_main, ["--data-dir", synthetic_root, "--out", tmp_path / "c.pt", "--verify-data"], capsys,
+            "train-images-idx3-ubyte: MD5", "differs from the official release")
         assert not (tmp_path / "c.pt").exists()
 
-    def test_corrupted_data_file_is_named(self, synthetic_root, tmp_path):
+    def test_corrupted_data_file_is_named(self, synthetic_root, tmp_path, capsys):
         labels = synthetic_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
         labels.write_bytes(labels.read_bytes()[:-10])
-        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt")
-        assert_one_line_error(result, str(labels), "truncated or corrupted")
+        assert_one_line_error_in_process(train_main, ["--data-dir", synthetic_root, "--out", tmp_path / "c.pt"],
+                                         capsys, str(labels), "truncated or corrupted")
 
-    def test_cuda_requested_without_cuda(self, synthetic_root, tmp_path):
+    def test_cuda_requested_without_cuda(self, synthetic_root, tmp_path, capsys):
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
-        result = run_script("train", "--data-dir", synthetic_root, "--out", tmp_path / "c.pt", "--device", "cuda")
-        assert_one_line_error(result, "CUDA is not available")
+        assert_one_line_error_in_process(
+            train_main, ["--data-dir", synthetic_root, "--out", tmp_path / "c.pt", "--device", "cuda"], capsys,
+            "CUDA is not available")
 
-    def test_diverging_run_stops_and_keeps_the_existing_checkpoint(self, synthetic_root, tmp_path):
+    def test_divergence_after_a_saved_epoch_keeps_that_epoch(self, synthetic_root, tmp_path, capsys, monkeypatch):
         out = tmp_path / "c.pt"
-        out.write_bytes(b"an earlier checkpoint")
-        result = run_script("train", "--data-dir", synthetic_root, "--out", out, "--lr", "1e20")
-        assert_one_line_error(result, "epoch 1, step", "try a smaller --lr")
-        assert out.read_bytes() == b"an earlier checkpoint"
+        real_train_one_epoch, epochs_started = engine.train_one_epoch, []
 
-    def test_resume_continues_to_the_same_history(self, synthetic_root, tmp_path):
-        common = ["--data-dir", synthetic_root, "--quiet"]
-        assert run_script("train", *common, "--epochs", 3, "--out", tmp_path / "one.pt").returncode == 0
-        assert run_script("train", *common, "--epochs", 1, "--out", tmp_path / "two.pt").returncode == 0
-        resumed = run_script("train", *common, "--epochs", 3, "--resume", tmp_path / "two.pt")
+        def diverging_in_epoch_2(model, batches, optimizer, *args, **kwargs):
+            epochs_started.append(1)
+            if len(epochs_started) == 2:  # a learning rate that overflows the weights at once
+                for group in optimizer.param_groups:
+                    group["lr"] = 1e38
+            return real_train_one_epoch(model, batches, optimizer, *args, **kwargs)
+
+        monkeypatch.setattr(engine, "train_one_epoch", diverging_in_epoch_2)
+        assert_one_line_error_in_process(
+            train_main, ["--data-dir", synthetic_root, "--out", out, "--epochs", 3, "--quiet", "--no-plots"], capsys,
+            "at epoch 2, step", "try a smaller --lr", f"epoch 1 is saved in {out}")
+        saved = load_checkpoint(out)
+        assert saved["epoch"] == 1 and saved["config"]["lr"] == 1e-3
+        assert all(torch.isfinite(tensor).all() for tensor in saved["model_state"].values())
+
+    def test_resume_continues_to_the_same_history(self, synthetic_root, tmp_path, capsys):
+        common = ["--data-dir", synthetic_root, "--quiet", "--no-plots"]
+        assert run_in_process(train_main, [*common, "--epochs", 3, "--out", tmp_path / "one.pt"], capsys).returncode == 0
+        assert run_in_process(train_main, [*common, "--epochs", 1, "--out", tmp_path / "two.pt"], capsys).returncode == 0
+        resumed = run_in_process(train_main, [*common, "--epochs", 3, "--resume", tmp_path / "two.pt"], capsys)
         assert resumed.returncode == 0, resumed.stderr
         one = json.loads((tmp_path / "one.json").read_text())
         two = json.loads((tmp_path / "two.json").read_text())
         assert two["history"] == one["history"] and two["epoch"] == 3
 
     def test_resume_refuses_changed_hyperparameters(self, synthetic_root, tmp_path, capsys):
-        assert run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--quiet",
-                          "--out", tmp_path / "c.pt").returncode == 0
-        result = run_script("train", "--data-dir", synthetic_root, "--resume", tmp_path / "c.pt", "--lr", "0.1")
-        assert_one_line_error(result, "--lr cannot be changed when resuming")
+        trained = run_in_process(train_main, ["--data-dir", synthetic_root, "--epochs", 1, "--quiet", "--no-plots",
+                                              "--out", tmp_path / "c.pt"], capsys)
+        assert trained.returncode == 0, trained.stderr
         before = (tmp_path / "c.pt").read_bytes()
-        for flags in (["--compile"], ["--amp", "bf16"]):  # the speed options change the arithmetic too
+        for flags in (["--lr", "0.1"], ["--compile"], ["--amp", "bf16"]):  # the speed options change the arithmetic too
             args = ["--data-dir", synthetic_root, "--resume", tmp_path / "c.pt", *flags]
             assert_one_line_error_in_process(train_main, args, capsys, f"{flags[0]} cannot be changed when resuming")
         assert (tmp_path / "c.pt").read_bytes() == before
 
     @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-    def test_signal_stops_cleanly_and_keeps_last_epoch(self, synthetic_root, tmp_path, sig, code):
+    def test_signal_stops_cleanly_and_keeps_last_epoch(self, synthetic_root, tmp_path, sig, code, processes):
         out = tmp_path / "c.pt"
-        process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--data-dir",
-                                    str(synthetic_root), "--epochs", "100000", "--out", str(out), "--quiet"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = processes.start([sys.executable, str(REPO / "scripts" / "train.py"), "--data-dir",
+                                   str(synthetic_root), "--epochs", "100000", "--out", str(out), "--quiet"])
         deadline = time.monotonic() + 120
         while not out.with_suffix(".json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # wait for the first epoch's checkpoint
@@ -152,23 +164,22 @@ class TestEvaluateScript:
         (b"", "empty file"),
         (b"plain text, not a checkpoint\n", "not a readable checkpoint"),
     ])
-    def test_bad_checkpoint_is_one_line(self, tmp_path, content, message):
+    def test_bad_checkpoint_is_one_line(self, tmp_path, content, message, capsys):
         path = tmp_path / "ckpt.pt"
         if content is not None:
             path.write_bytes(content)
-        result = run_script("evaluate", "--checkpoint", path)
-        assert_one_line_error(result, str(path), message)
+        assert_one_line_error_in_process(evaluate_main, ["--checkpoint", path], capsys, str(path), message)
         if content is not None:
             assert path.read_bytes() == content
 
-    def test_directory_is_one_line(self, tmp_path):
-        assert_one_line_error(run_script("evaluate", "--checkpoint", tmp_path), "is a directory")
+    def test_directory_is_one_line(self, tmp_path, capsys):
+        assert_one_line_error_in_process(evaluate_main, ["--checkpoint", tmp_path], capsys, "is a directory")
 
 
-def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_path):
+def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_path, capsys):
     out = tmp_path / "mlp2.pt"
-    trained = run_script("train", "--data-dir", synthetic_root, "--epochs", 1, "--hidden", 32, 32,
-                         "--dropout", 0.2, "--out", out, "--quiet", "--no-plots")
+    trained = run_in_process(train_main, ["--data-dir", synthetic_root, "--epochs", 1, "--hidden", 32, 32,
+                                          "--dropout", 0.2, "--out", out, "--quiet", "--no-plots"], capsys)
     assert trained.returncode == 0, trained.stderr
     evaluated = run_script("evaluate", "--checkpoint", out, "--data-dir", synthetic_root, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -190,7 +201,8 @@ def test_bad_variant_flags(synthetic_root, tmp_path, flags, message, capsys):
     ("truncate", "not a readable checkpoint"),
     ("architecture", "but the recorded architecture needs"),
 ])
-def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_root, tmp_path, damage, message):
+def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_root, tmp_path, damage, message,
+                                                                   capsys):
     out = tmp_path / "c.pt"
     run_training(TrainConfig(epochs=1), synthetic_root, torch.device("cpu"), out)  # in process: quicker
     if damage == "truncate":
@@ -200,6 +212,6 @@ def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_roo
         checkpoint["architecture"]["hidden"] = [256]  # weights of 512 units, claiming 256
         torch.save(checkpoint, out)
     before = out.read_bytes()
-    result = run_script("evaluate", "--checkpoint", out, "--data-dir", synthetic_root)
-    assert_one_line_error(result, str(out), message)
+    assert_one_line_error_in_process(evaluate_main, ["--checkpoint", out, "--data-dir", synthetic_root], capsys,
+                                     str(out), message)
     assert out.read_bytes() == before

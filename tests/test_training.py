@@ -89,6 +89,7 @@ class TestVariants:
 
 
 class TestSpeedOptions:
+    @pytest.mark.compile
     def test_compiled_run_follows_the_eager_run(self, synthetic_root, tmp_path, monkeypatch):
         eager = _train(synthetic_root, tmp_path / "eager.pt", 2).history
         compiled_objects, real_compile = [], torch.compile
