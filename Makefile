@@ -28,9 +28,10 @@ evaluate: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Every module on synthetic data: no real-data epochs, torchrun, torch.compile or Keras (see setup.cfg's markers).
+# Every module on synthetic data, in this process: no real-data epochs, torchrun, torch.compile, Keras or
+# script subprocesses (see setup.cfg's markers).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras)"
+	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras or scripts)"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py --out bench.json

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on the MNIST test set: python scripts/evaluate.py --checkpoint ckpt.pt."""
 
-from torch_mnist.cli import script
-from torch_mnist.cli_results import evaluate_main
+from torch_mnist.commands.common import script
+from torch_mnist.commands.evaluate import main
 
 if __name__ == "__main__":
-    script(evaluate_main)
+    script(main)

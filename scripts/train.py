@@ -1,6 +1,7 @@
 """Train the reference MLP on MNIST: python scripts/train.py --help."""
 
-from torch_mnist.cli import train_main, script
+from torch_mnist.commands.common import script
+from torch_mnist.commands.train import main
 
 if __name__ == "__main__":
-    script(train_main)
+    script(main)

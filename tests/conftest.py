@@ -155,7 +155,7 @@ def run_script(name: str, *args, env=None, cwd=None, timeout: float = 300) -> su
 def run_in_process(main, args, capsys) -> subprocess.CompletedProcess:
     """A script's ``main`` run in this process as its ``script()`` wrapper runs it (errors become
     one line and exit code 2), without the seconds of a new interpreter importing torch."""
-    from torch_mnist.cli import run_main
+    from torch_mnist.commands.common import run_main
 
     code = run_main(main, [str(arg) for arg in args])
     captured = capsys.readouterr()

@@ -1,13 +1,11 @@
 import os
 import pickle
-import signal
 
 import pytest
 import torch
 
 from torch_mnist import MLP, RMSprop, TrainConfig, UserError, build_model, load_checkpoint, save_checkpoint
-from torch_mnist.checkpoint import atomic_write, make_checkpoint
-from torch_mnist.data import Normalization
+from torch_mnist.checkpoint import make_checkpoint
 
 
 def _checkpoint(hidden=512):
@@ -16,8 +14,16 @@ def _checkpoint(hidden=512):
     model(torch.rand(4, 784)).sum().backward()
     optimizer.step()
     history = {"loss": [0.3], "accuracy": [0.9], "val_loss": [0.2], "val_accuracy": [0.95]}
-    return model, make_checkpoint(model, optimizer, TrainConfig(hidden=hidden, epochs=1),
-                                  Normalization.named("scale"), 1, history, torch.Generator().manual_seed(0))
+    return model, make_checkpoint(model, optimizer, TrainConfig(hidden=hidden, epochs=1), 1, history,
+                                  torch.Generator().manual_seed(0))
+
+
+def _version_1(checkpoint):
+    """The same checkpoint as torch_mnist 0.1 wrote it: architecture and normalization stored too."""
+    config = checkpoint["config"]
+    return {**checkpoint, "format_version": 1, "normalization": {"name": "scale", "mean": 0.0, "std": 1.0},
+            "architecture": {"in_features": 784, "hidden": list(config["hidden"]), "num_classes": 10,
+                             "dropout": config["dropout"]}}
 
 
 class Payload:
@@ -51,36 +57,6 @@ class TestSaveLoad:
         assert build_model(load_checkpoint(tmp_path / "small.pt")).fc1.weight.shape == (64, 784)
 
 
-class TestAtomicWrite:
-    def test_failed_write_leaves_previous_file_intact(self, tmp_path):
-        path = tmp_path / "ckpt.pt"
-        path.write_bytes(b"previous complete checkpoint")
-
-        def crash_half_way(f):
-            f.write(b"half of a new chec")
-            raise KeyboardInterrupt
-
-        with pytest.raises(KeyboardInterrupt):
-            atomic_write(path, crash_half_way)
-        assert path.read_bytes() == b"previous complete checkpoint"
-        assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
-
-
-    def test_ctrl_c_during_a_write_waits_for_it_to_complete(self, tmp_path):
-        path = tmp_path / "ckpt.pt"
-        path.write_bytes(b"previous")
-
-        def interrupted_half_way(f):
-            f.write(b"new first half, ")
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-write
-            f.write(b"new second half")
-
-        with pytest.raises(KeyboardInterrupt):
-            atomic_write(path, interrupted_half_way)
-        assert path.read_bytes() == b"new first half, new second half"
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-
-
 class TestRefusals:
     def test_code_carrying_pickle_is_refused_and_never_runs(self, tmp_path):
         marker = tmp_path / "pwned"
@@ -98,13 +74,42 @@ class TestRefusals:
             load_checkpoint(path)
         assert not marker.exists()
 
-    def test_other_architecture_is_refused(self, tmp_path):
+    def test_weights_of_another_size_are_refused(self, tmp_path):
         _, checkpoint = _checkpoint(hidden=64)
-        checkpoint["architecture"]["hidden"] = 512  # weights of 64 units, claiming 512
+        checkpoint["config"]["hidden"] = [512]  # weights of 64 units, configured as 512
         torch.save(checkpoint, tmp_path / "odd.pt")
-        with pytest.raises(UserError, match=r"fc1.weight has shape \(64, 784\), but the recorded architecture "
-                                            r"needs \(512, 784\)"):
+        with pytest.raises(UserError, match=r"fc1.weight has shape \(64, 784\), but the configured model "
+                                            r"\(hidden \[512\]\) needs \(512, 784\)"):
             load_checkpoint(tmp_path / "odd.pt")
+
+    def test_a_huge_configured_model_is_refused_before_anything_is_allocated(self, tmp_path):
+        _, checkpoint = _checkpoint(hidden=64)
+        checkpoint["config"]["hidden"] = [10 ** 12]  # 784 * 10**12 floats: it would never fit
+        torch.save(checkpoint, tmp_path / "huge.pt")
+        with pytest.raises(UserError, match=r"needs \(1000000000000, 784\)"):
+            load_checkpoint(tmp_path / "huge.pt")
+
+    def test_version_1_checkpoints_still_load(self, tmp_path):
+        model, checkpoint = _checkpoint(hidden=64)
+        torch.save(_version_1(checkpoint), tmp_path / "old.pt")
+        loaded = load_checkpoint(tmp_path / "old.pt")
+        assert "architecture" not in loaded and "normalization" not in loaded  # derived from the config now
+        images = torch.rand(8, 784)
+        assert torch.equal(build_model(loaded)(images), model.eval()(images))
+
+    @pytest.mark.parametrize("key, value, message", [
+        ("architecture", {"in_features": 784, "hidden": [32], "num_classes": 10, "dropout": 0.0},
+         "its architecture .* disagrees with its configuration"),
+        ("normalization", {"name": "standardize", "mean": 0.1307, "std": 0.3081},
+         "its normalization .* disagrees with its configuration"),
+    ])
+    def test_version_1_keys_that_disagree_with_the_config_are_refused(self, tmp_path, key, value, message):
+        _, checkpoint = _checkpoint(hidden=64)
+        old = _version_1(checkpoint)
+        old[key] = value
+        torch.save(old, tmp_path / "old.pt")
+        with pytest.raises(UserError, match=message):
+            load_checkpoint(tmp_path / "old.pt")
 
     def test_foreign_state_dict_is_refused(self, tmp_path):
         torch.save(MLP().state_dict(), tmp_path / "weights.pt")

@@ -56,11 +56,11 @@ def test_an_epoch_with_a_short_last_batch_matches_single_process(tmp_path, seman
 
 def test_uneven_shares_are_rejected_on_every_rank(tmp_path):
     root = make_synthetic_root(tmp_path / "data", train=600, test=200)
-    # 600 images in batches of 100: 3 processes cannot split 100 evenly.
-    result = torchrun("--data-dir", root, "--epochs", 1, "--out", tmp_path / "d.pt", "--batch-size", 100, nproc=3)
+    # 600 images in batches of 101: 2 processes cannot split 101 evenly.
+    result = torchrun("--data-dir", root, "--epochs", 1, "--out", tmp_path / "d.pt", "--batch-size", 101)
     assert result.returncode != 0
     # Each rank ends with our one line; torchrun then adds its own report of the failed workers.
-    assert "both must divide by the 3 processes" in result.stderr
+    assert "both must divide by the 2 processes" in result.stderr
     # No traceback frame in our own files, wherever the checkout lives (torchrun adds frames of its own).
     assert f'File "{REPO / "torch_mnist"}' not in result.stderr
     assert f'File "{REPO / "scripts"}' not in result.stderr

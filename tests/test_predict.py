@@ -11,7 +11,9 @@ from torch_mnist import TrainConfig, UserError, load_checkpoint, run_training
 from torch_mnist.data import load_mnist
 from torch_mnist.predict import predict_files, preprocess_image, to_mnist_canvas
 
-from conftest import assert_one_line_error, run_script
+from torch_mnist.commands.predict import main as predict_main
+
+from conftest import assert_one_line_error_in_process, run_in_process, run_script
 
 
 def _render(pixels: np.ndarray, path, size=224, canvas=(480, 360), offset=(30, 90), mode="L"):
@@ -92,6 +94,7 @@ class TestOnRealDigits:
         accuracy = np.mean([r.prediction == label for r, label in zip(results, labels)])
         assert accuracy >= 0.95, accuracy
 
+    @pytest.mark.scripts
     def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path):
         test = load_mnist(real_root, train=False)
         good = _render(test.data[0].numpy(), tmp_path / "seven.png")  # test image 0 is a 7
@@ -107,13 +110,13 @@ class TestOnRealDigits:
         assert answers[1]["error"].endswith("blank image: no ink found") and answers[1]["prediction"] is None
         assert Image.open(shown).size == (28, 28)
 
-    def test_text_output(self, trained, real_root, tmp_path):
+    def test_text_output(self, trained, real_root, tmp_path, capsys):
         test = load_mnist(real_root, train=False)
         good = _render(test.data[1].numpy(), tmp_path / "two.png")  # test image 1 is a 2
-        result = run_script("predict", "--checkpoint", trained, good)
+        result = run_in_process(predict_main, ["--checkpoint", trained, good], capsys)
         assert result.returncode == 0 and result.stdout.startswith(f"{good}: 2  (top 3: 2: ")
 
 
-def test_missing_checkpoint_is_one_line(tmp_path):
-    result = run_script("predict", "--checkpoint", tmp_path / "none.pt", tmp_path / "x.png")
-    assert_one_line_error(result, "no such checkpoint file")
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert_one_line_error_in_process(predict_main, ["--checkpoint", tmp_path / "none.pt", tmp_path / "x.png"],
+                                     capsys, "no such checkpoint file")

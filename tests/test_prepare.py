@@ -1,20 +1,18 @@
 import gzip
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from torch_mnist import Normalization, UserError, load_mnist
-from torch_mnist.cli import train_main
-from torch_mnist.cli_results import evaluate_main
+from torch_mnist.commands.train import main as train_main
+from torch_mnist.commands.evaluate import main as evaluate_main
 from torch_mnist.idx import RAW_FILES, check_split
 from torch_mnist.prepare import prepare_dataset
 
-from conftest import REPO, assert_one_line_error, run_in_process, run_script
+from torch_mnist.commands.prepare import main as prepare_main
 
-sys.path.insert(0, str(REPO / "scripts"))
-from prepare_data import main as prepare_main  # noqa: E402
+from conftest import assert_one_line_error, run_in_process, run_script
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -51,6 +49,7 @@ class TestPrepare:
         with pytest.raises(UserError, match="no train-images-idx3-ubyte"):
             prepare_dataset("mnist", tmp_path / "src", tmp_path / "root")
 
+    @pytest.mark.scripts
     def test_script_errors_are_one_line(self, tmp_path):
         result = run_script("prepare_data", "--dataset", "mnist", "--source", tmp_path / "nope",
                             "--data-dir", tmp_path / "root")

@@ -1,4 +1,5 @@
 import io
+import os
 
 from torch_mnist.progress import Progress, format_metrics
 
@@ -34,3 +35,14 @@ class TestProgress:
 
     def test_quiet_prints_nothing(self):
         assert _epoch("quiet") == ""
+
+    def test_a_terminal_that_reports_no_size_still_shows_the_bar(self, monkeypatch):
+        # script -qc and some CI terminals report 0 rows x 0 columns; tqdm would trim and hide everything.
+        monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: os.terminal_size((0, 0)))
+        stream = io.StringIO()
+        progress = Progress("bar", stream)
+        progress.start_epoch(1, 1, 469)
+        assert (progress._bar.ncols, progress._bar.nrows) == (120, 24)
+        progress._last_refresh = 0.0
+        progress.show(100, lambda: {"loss": 0.5})
+        assert "100/469 [" in stream.getvalue()

@@ -9,7 +9,9 @@ from torch_mnist import TrainConfig
 from torch_mnist.reference import reference_history
 from torch_mnist.reproduce import reference_z_scores, run_seeds, summarize, summary_table
 
-from conftest import assert_one_line_error, run_script
+from torch_mnist.commands.reproduce import main as reproduce_main
+
+from conftest import assert_one_line_error_in_process, run_script
 
 
 def _history(loss, accuracy):
@@ -60,6 +62,7 @@ class TestRunSeeds:
         assert len(histories) == 2 and histories[0] != histories[1]
         assert (tmp_path / "runs" / "seed0.pt").is_file() and (tmp_path / "runs" / "seed1.json").is_file()
 
+    @pytest.mark.scripts
     def test_script(self, synthetic_root, tmp_path):
         result = run_script("reproduce", "--seeds", 2, "--epochs", 1, "--data-dir", synthetic_root,
                             "--out-dir", tmp_path / "runs")
@@ -70,7 +73,7 @@ class TestRunSeeds:
         assert "± " in result.stdout and "reference's final epoch among our runs" in result.stdout
         assert Image.open(tmp_path / "runs" / "seeds.png").size[0] > 600
 
-    def test_script_needs_two_seeds(self, synthetic_root, tmp_path):
-        result = run_script("reproduce", "--seeds", 1, "--data-dir", synthetic_root, "--out-dir", tmp_path / "r")
-        assert_one_line_error(result, "--seeds must be at least 2")
+    def test_script_needs_two_seeds(self, synthetic_root, tmp_path, capsys):
+        args = ["--seeds", 1, "--data-dir", synthetic_root, "--out-dir", tmp_path / "r"]
+        assert_one_line_error_in_process(reproduce_main, args, capsys, "--seeds must be at least 2")
         assert not (tmp_path / "r").exists()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import REPO, assert_one_line_error_in_process, run_in_process, run_script
-from torch_mnist import TrainConfig, engine, load_checkpoint, run_training
-from torch_mnist.cli import train_main
-from torch_mnist.cli_results import evaluate_main
+from torch_mnist import TrainConfig, load_checkpoint, run_training, training
+from torch_mnist.commands.train import main as train_main
+from torch_mnist.commands.evaluate import main as evaluate_main
 
 
 def _parse_figures(stdout):
@@ -102,7 +102,7 @@ class TestTrainScript:
 
     def test_divergence_after_a_saved_epoch_keeps_that_epoch(self, synthetic_root, tmp_path, capsys, monkeypatch):
         out = tmp_path / "c.pt"
-        real_train_one_epoch, epochs_started = engine.train_one_epoch, []
+        real_train_one_epoch, epochs_started = training.train_one_epoch, []
 
         def diverging_in_epoch_2(model, batches, optimizer, *args, **kwargs):
             epochs_started.append(1)
@@ -111,7 +111,7 @@ class TestTrainScript:
                     group["lr"] = 1e38
             return real_train_one_epoch(model, batches, optimizer, *args, **kwargs)
 
-        monkeypatch.setattr(engine, "train_one_epoch", diverging_in_epoch_2)
+        monkeypatch.setattr(training, "train_one_epoch", diverging_in_epoch_2)
         assert_one_line_error_in_process(
             train_main, ["--data-dir", synthetic_root, "--out", out, "--epochs", 3, "--quiet", "--no-plots"], capsys,
             "at epoch 2, step", "try a smaller --lr", f"epoch 1 is saved in {out}")
@@ -121,8 +121,9 @@ class TestTrainScript:
 
     def test_resume_continues_to_the_same_history(self, synthetic_root, tmp_path, capsys):
         common = ["--data-dir", synthetic_root, "--quiet", "--no-plots"]
-        assert run_in_process(train_main, [*common, "--epochs", 3, "--out", tmp_path / "one.pt"], capsys).returncode == 0
-        assert run_in_process(train_main, [*common, "--epochs", 1, "--out", tmp_path / "two.pt"], capsys).returncode == 0
+        for epochs, out in ((3, "one.pt"), (1, "two.pt")):
+            assert run_in_process(train_main, [*common, "--epochs", epochs, "--out", tmp_path / out],
+                                  capsys).returncode == 0
         resumed = run_in_process(train_main, [*common, "--epochs", 3, "--resume", tmp_path / "two.pt"], capsys)
         assert resumed.returncode == 0, resumed.stderr
         one = json.loads((tmp_path / "one.json").read_text())
@@ -139,6 +140,7 @@ class TestTrainScript:
             assert_one_line_error_in_process(train_main, args, capsys, f"{flags[0]} cannot be changed when resuming")
         assert (tmp_path / "c.pt").read_bytes() == before
 
+    @pytest.mark.scripts
     @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_signal_stops_cleanly_and_keeps_last_epoch(self, synthetic_root, tmp_path, sig, code, processes):
         out = tmp_path / "c.pt"
@@ -176,6 +178,7 @@ class TestEvaluateScript:
         assert_one_line_error_in_process(evaluate_main, ["--checkpoint", tmp_path], capsys, "is a directory")
 
 
+@pytest.mark.scripts
 def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_path, capsys):
     out = tmp_path / "mlp2.pt"
     trained = run_in_process(train_main, ["--data-dir", synthetic_root, "--epochs", 1, "--hidden", 32, 32,
@@ -199,7 +202,7 @@ def test_bad_variant_flags(synthetic_root, tmp_path, flags, message, capsys):
 
 @pytest.mark.parametrize("damage, message", [
     ("truncate", "not a readable checkpoint"),
-    ("architecture", "but the recorded architecture needs"),
+    ("config", "but the configured model (hidden [256]) needs"),
 ])
 def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_root, tmp_path, damage, message,
                                                                    capsys):
@@ -209,7 +212,7 @@ def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_roo
         out.write_bytes(out.read_bytes()[:4096])
     else:
         checkpoint = torch.load(out, weights_only=True)
-        checkpoint["architecture"]["hidden"] = [256]  # weights of 512 units, claiming 256
+        checkpoint["config"]["hidden"] = [256]  # weights of 512 units, claiming 256
         torch.save(checkpoint, out)
     before = out.read_bytes()
     assert_one_line_error_in_process(evaluate_main, ["--checkpoint", out, "--data-dir", synthetic_root], capsys,

@@ -32,8 +32,19 @@ class TestRunTraining:
         run_training(resume_config(checkpoint, 2), synthetic_root, CPU, tmp_path / "ckpt.pt", resume=checkpoint)
         saved = load_checkpoint(tmp_path / "ckpt.pt")
         assert saved["epoch"] == 2 and len(saved["history"]["loss"]) == 2
-        with pytest.raises(UserError, match="already trained 2 epochs"):
+        with pytest.raises(UserError, match="already trained 2 of 2 epochs"):
             resume_config(saved, 2)
+
+    def test_resume_without_epochs_continues_to_the_runs_own_total(self, synthetic_root, tmp_path):
+        class StopAfterOne(CheckpointWriter):
+            def epoch_end(self, snapshot):
+                super().epoch_end(snapshot)
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run_training(TrainConfig(epochs=3), synthetic_root, CPU, tmp_path / "c.pt",
+                         writer=StopAfterOne(tmp_path / "c.pt", save_every=1, epochs=3))
+        assert resume_config(load_checkpoint(tmp_path / "c.pt")).epochs == 3
 
     def test_save_every_writes_during_the_run(self, synthetic_root, tmp_path):
         epochs_seen = []
@@ -82,7 +93,8 @@ class TestVariants:
         one_go = _train(synthetic_root, tmp_path / "one.pt", 3, **variant)
         _train(synthetic_root, tmp_path / "split.pt", 1, **variant)
         checkpoint = load_checkpoint(tmp_path / "split.pt")
-        assert checkpoint["architecture"]["hidden"] == [64, 64] and checkpoint["architecture"]["dropout"] == 0.2
+        assert checkpoint["config"]["hidden"] == [64, 64] and checkpoint["config"]["dropout"] == 0.2
+        assert checkpoint["model_state"]["fc2.weight"].shape == (64, 64)
         resumed = run_training(resume_config(checkpoint, 3), synthetic_root, CPU, tmp_path / "split.pt",
                                resume=checkpoint)
         assert resumed.history == one_go.history

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 GRID_CELL = 56  # each misclassified digit drawn at 2x, with room for its caption
 

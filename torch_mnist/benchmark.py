@@ -13,11 +13,12 @@ from typing import Callable, Dict, List
 
 import torch
 
-from .config import AUTOCAST_DTYPES, TrainConfig
-from .data import InMemoryBatches, Normalization, TensorSplit, decode, load_mnist, make_batches
+from .batches import InMemoryBatches, TensorSplit, decode, make_batches
+from .config import TrainConfig
+from .data import load_mnist
 from .engine import evaluate, train_one_epoch
 from .model import IMAGE_PIXELS, MLP
-from .optim import RMSprop
+from .recipe import build, normalization_of
 from .runtime import check_compile, compile_model, fast_cpu_math
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the shapes the floor is computed for
@@ -79,23 +80,18 @@ def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512,
             "epoch_seconds": steps * step + validation_batches * forward}
 
 
-def _model_and_optimizer(config: TrainConfig, device: torch.device) -> tuple:
-    model = MLP(hidden=config.hidden, dropout=config.dropout).to(device)
-    return model, RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
-                          compiled=config.compile)
-
-
 def timed_epochs(train_batches, test_batches, device: torch.device, repeats: int,
                  config: TrainConfig = TrainConfig()) -> Dict:
     """Whole epochs (training + validation) through one data path, each beside its own floor."""
-    model, optimizer = _model_and_optimizer(config, device)
-    train_model = compile_model(model) if config.compile else model
+    recipe = build(config, device)
+    train_model = compile_model(recipe.model) if config.compile else recipe.model
 
     def one_epoch() -> float:
         _sync(device)
         start = time.perf_counter()
-        train_one_epoch(train_model, train_batches, optimizer, device, autocast_dtype=AUTOCAST_DTYPES[config.amp])
-        evaluate(train_model, test_batches, device)
+        train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
+                        autocast_dtype=recipe.autocast_dtype)
+        evaluate(train_model, test_batches, device, recipe.loss_fn)
         _sync(device)
         return time.perf_counter() - start
 
@@ -127,11 +123,11 @@ def profile_epoch(train_batches, device: torch.device, top: int = 10,
     """
     from torch.profiler import ProfilerActivity, profile
 
-    model, optimizer = _model_and_optimizer(config, device)
+    recipe = build(config, device)
     with fast_cpu_math(device):
-        train_one_epoch(model, train_batches, optimizer, device)  # warm-up
+        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_one_epoch(model, train_batches, optimizer, device)
+            train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
@@ -172,9 +168,9 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
     ``variants`` names the speed options (keys of :data:`VARIANTS`) to time besides the default fast path.
     """
     floor = matmul_floor(device)
-    normalization = Normalization.named(config.normalize)
-    train_set = decode(load_mnist(data_root, True), normalization, device)
-    test_set = decode(load_mnist(data_root, False), normalization, device)
+    normalization = normalization_of(config)
+    train_set = decode(load_mnist(data_root, True, dataset=config.dataset), normalization, device)
+    test_set = decode(load_mnist(data_root, False, dataset=config.dataset), normalization, device)
 
     def shuffled():  # the same seeded batches for every measurement
         return InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
@@ -198,8 +194,9 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
                                                 replace(config, **VARIANTS[name][1]))
     if loader_repeats:
         loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
-                                    torch.Generator().manual_seed(config.seed))
-        loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader")
+                                    torch.Generator().manual_seed(config.seed), config.dataset)
+        loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader",
+                                   dataset=config.dataset)
         result["dataloader_epoch_seconds"] = timed_epochs(loader_train, loader_test, device, loader_repeats, config)
         keras = keras_epochs(train_set, test_set, loader_repeats, device)
         if keras:

@@ -1,102 +1,53 @@
-"""Checkpoints: atomic writes, safe loading (``weights_only``), validation."""
+"""Checkpoints: the format, safe loading (``weights_only``), validation, and restoring a run from one.
 
-import contextlib
+Format version 2 stores the configuration once; the model's architecture and
+the input normalization derive from it. Version 1 files, which also stored
+those two, still load when they agree with their configuration.
+"""
+
 import json
-import os
 import pickle
-import signal
-import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
 from .data import Normalization
-from .errors import UserError
-from .model import MLP
+from .errors import UserError, one_line
+from .files import atomic_write, signals_deferred
+from .history import HISTORY_KEYS, History
+from .recipe import build_model as build_configured_model
+from .model import IMAGE_PIXELS
+from .recipe import NUM_CLASSES, normalization_of, weight_shapes
 
 FORMAT = "torch_mnist.checkpoint"
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "format_version", "architecture", "config", "normalization", "epoch",
-                 "history", "model_state", "optimizer_state", "rng_state")
+FORMAT_VERSION = 2
+REQUIRED_KEYS = ("format", "format_version", "config", "epoch", "history", "model_state", "optimizer_state",
+                 "rng_state")
+VERSION_1_KEYS = ("architecture", "normalization")  # derived from the config since version 2
 
 
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as usual.
-
-    An exception raised inside ``torch.save`` can leave its zip writer broken
-    and raising errors of its own; deferring keeps a write whole. Only the
-    main thread can install handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            signal.raise_signal(received[0])  # now handled by the restored handler
-
-
-def atomic_write(path: Path, write: Callable) -> None:
-    """Write ``path`` so that a crash at any moment leaves the old file or the new one.
-
-    ``write(f)`` fills a temporary file in the same folder, which is flushed,
-    fsynced and renamed over ``path`` (``os.replace`` is atomic on POSIX).
-    Ctrl-C and SIGTERM wait until the write is complete.
-    """
-    with signals_deferred():
-        _write_and_rename(Path(path), write)
-
-
-def _write_and_rename(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
-
-
-def make_checkpoint(model: MLP, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                    normalization: Normalization, epoch: int, history: dict,
-                    generator: torch.Generator) -> dict:
+def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
+                    history: History, generator: torch.Generator) -> dict:
     """A snapshot of the run after ``epoch``: tensors and plain Python values only.
 
     Tensors are copied, so the snapshot stays valid while training goes on.
     """
+    device = next(model.parameters()).device
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "architecture": model.architecture(),
         "config": config.to_dict(),
-        "normalization": normalization.to_dict(),
         "epoch": epoch,
         "history": {key: list(values) for key, values in history.items()},
         "model_state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "optimizer_state": _copy_to_cpu(optimizer.state_dict()),
         "rng_state": generator.get_state(),  # the shuffling generator, so resume reshuffles the same
         "torch_rng_state": torch.get_rng_state(),  # dropout's generator
-        **({"cuda_rng_state": torch.cuda.get_rng_state(next(model.parameters()).device)}
-           if next(model.parameters()).is_cuda else {}),
+        **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
     }
 
 
@@ -115,7 +66,7 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
 
     A signal waits for both files, so the two never describe different epochs.
     """
-    summary = {key: checkpoint[key] for key in ("epoch", "config", "normalization", "history")}
+    summary = {key: checkpoint[key] for key in ("epoch", "config", "history")}
     with signals_deferred():
         atomic_write(path, lambda f: torch.save(checkpoint, f))
         atomic_write(history_path(path), lambda f: f.write(json.dumps(summary, indent=2).encode() + b"\n"))
@@ -130,7 +81,8 @@ def load_checkpoint(path: Path) -> dict:
     """Read and validate a checkpoint; raise :class:`UserError` for anything unusable.
 
     Uses ``torch.load(weights_only=True)``: a file that would run code when
-    unpickled is refused before any of that code runs.
+    unpickled is refused before any of that code runs. Returns the checkpoint
+    in the current format's shape (a version 1 file loses its derived keys).
     """
     path = Path(path)
     if not path.exists():
@@ -147,56 +99,97 @@ def load_checkpoint(path: Path) -> dict:
         if "global" in str(e).lower():  # the unpickler met an importable object (a function, a class)
             raise UserError(f"{path}: refused: it holds Python objects that could run code when loaded; "
                             "torch_mnist checkpoints hold only tensors and plain values") from None
-        raise UserError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({one_line(e)})") from None
     except Exception as e:  # a file of arbitrary bytes can fail the unpickler in many ways
         raise UserError(f"{path}: not a readable checkpoint; the file is truncated, corrupted or "
-                        f"not a torch file ({_first_line(e)})") from None
-    validate_checkpoint(checkpoint, path)
-    return checkpoint
+                        f"not a torch file ({one_line(e)})") from None
+    return validate_checkpoint(checkpoint, path)
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def validate_checkpoint(checkpoint, path: Path) -> dict:
+    """Check format, version, keys, configuration, and every weight's shape; return the checkpoint.
 
-
-def validate_checkpoint(checkpoint, path: Path) -> None:
-    """Check format, version, keys, and every weight's shape against the recorded architecture."""
+    The expected shapes come from the configuration alone, so a crafted file
+    cannot make us allocate a model before its weights are known to fit.
+    """
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a torch_mnist checkpoint")
     version = checkpoint.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format version {version!r} is not supported "
-                        f"(this torch_mnist reads up to {FORMAT_VERSION}); upgrade torch_mnist")
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+                        f"(this torch_mnist reads 1 to {FORMAT_VERSION}); upgrade torch_mnist")
+    missing = [key for key in REQUIRED_KEYS + (VERSION_1_KEYS if version == 1 else ()) if key not in checkpoint]
     if missing:
         raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
     try:
-        TrainConfig.from_dict(checkpoint["config"]).validate()
-        Normalization(**checkpoint["normalization"])
-    except (UserError, TypeError) as e:
+        config = TrainConfig.from_dict(checkpoint["config"]).validate()
+    except (UserError, TypeError, AttributeError) as e:
         raise UserError(f"{path}: invalid configuration in checkpoint: {e}") from None
-    try:
-        expected = MLP(**checkpoint["architecture"]).state_dict()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path}: unusable architecture {checkpoint['architecture']!r} ({e})") from None
-    stored = checkpoint["model_state"]
+    if version == 1:
+        checkpoint = _from_version_1(checkpoint, config, path)
+    _check_weights(checkpoint["model_state"], config, path)
+    history = checkpoint["history"]
+    if not isinstance(history, dict) or any(not isinstance(history.get(key), list) for key in HISTORY_KEYS):
+        raise UserError(f"{path}: the history is not a list of figures per metric")
+    return checkpoint
+
+
+def _from_version_1(checkpoint: dict, config: TrainConfig, path: Path) -> dict:
+    """A version 1 checkpoint's derived keys must agree with its configuration; then they go."""
+    stored_architecture = checkpoint["architecture"]
+    derived = {"in_features": IMAGE_PIXELS, "hidden": list(config.hidden), "num_classes": NUM_CLASSES,
+               "dropout": config.dropout}
+    hidden = stored_architecture.get("hidden") if isinstance(stored_architecture, dict) else None
+    if not isinstance(stored_architecture, dict) or {**stored_architecture, "hidden": _as_list(hidden)} != derived:
+        raise UserError(f"{path}: its architecture {stored_architecture!r} disagrees with its configuration "
+                        f"{derived}")
+    if checkpoint["normalization"] != normalization_of(config).to_dict():
+        raise UserError(f"{path}: its normalization {checkpoint['normalization']!r} disagrees with its "
+                        f"configuration ({config.normalize}, {config.dataset})")
+    return {key: value for key, value in checkpoint.items() if key not in VERSION_1_KEYS}
+
+
+def _as_list(hidden):
+    """Version 1 wrote ``hidden`` as an int or a list."""
+    return [hidden] if isinstance(hidden, int) else list(hidden) if isinstance(hidden, (list, tuple)) else hidden
+
+
+def _check_weights(stored, config: TrainConfig, path: Path) -> None:
+    expected = weight_shapes(config)
     if not isinstance(stored, dict) or set(stored) != set(expected):
-        raise UserError(f"{path}: weights {sorted(stored) if isinstance(stored, dict) else stored!r} "
-                        f"do not match the recorded architecture's {sorted(expected)}")
-    for name, tensor in expected.items():
-        if not isinstance(stored[name], torch.Tensor) or stored[name].shape != tensor.shape:
-            shape = tuple(stored[name].shape) if isinstance(stored[name], torch.Tensor) else type(stored[name])
-            raise UserError(f"{path}: {name} has shape {shape}, but the recorded architecture "
-                            f"needs {tuple(tensor.shape)}")
+        raise UserError(f"{path}: weights {sorted(stored) if isinstance(stored, dict) else type(stored).__name__} "
+                        f"do not match the configured model's {sorted(expected)}")
+    for name, shape in expected.items():
+        tensor = stored[name]
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
+            found = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise UserError(f"{path}: {name} has shape {found}, but the configured model "
+                            f"(hidden {list(config.hidden)}) needs {shape}")
+
+
+def checkpoint_config(checkpoint: dict) -> TrainConfig:
+    return TrainConfig.from_dict(checkpoint["config"])
+
+
+def checkpoint_normalization(checkpoint: dict) -> Normalization:
+    return normalization_of(checkpoint_config(checkpoint))
 
 
 def build_model(checkpoint: dict, device: Optional[torch.device] = None) -> nn.Module:
     """The checkpoint's model, rebuilt from the checkpoint alone, in eval mode."""
-    model = MLP(**checkpoint["architecture"])
+    model = build_configured_model(checkpoint_config(checkpoint))
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device or "cpu").eval()
 
 
-def checkpoint_normalization(checkpoint: dict) -> Normalization:
-    return Normalization(**checkpoint["normalization"])
+def restore(checkpoint: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+            shuffle_generator: torch.Generator, device: torch.device) -> History:
+    """Put a checkpoint's run state back (weights, optimizer, shuffling and dropout streams); return its history."""
+    model.load_state_dict(checkpoint["model_state"])
+    optimizer.load_state_dict(checkpoint["optimizer_state"])
+    shuffle_generator.set_state(checkpoint["rng_state"])
+    if "torch_rng_state" in checkpoint:  # dropout's stream
+        torch.set_rng_state(checkpoint["torch_rng_state"])
+        if device.type == "cuda" and "cuda_rng_state" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], device)
+    return {key: list(values) for key, values in checkpoint["history"].items()}

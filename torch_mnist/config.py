@@ -6,11 +6,11 @@ from typing import Tuple
 
 import torch
 
+from .batches import LOADERS
+from .data import DATASETS, NORMALIZATIONS
 from .errors import UserError
 
-NORMALIZATIONS = ("scale", "standardize")
-LOADERS = ("memory", "dataloader")
-DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")  # keys of torch_mnist.data.DATASETS
+DATASET_NAMES = tuple(DATASETS)
 
 # Which optimizer and loss arithmetic each Keras generation uses.
 # keras2: legacy RMSprop, eps added outside the square root (as torch.optim.RMSprop),

@@ -1,18 +1,16 @@
-"""MNIST from torchvision: locating the files, normalization, and batching."""
+"""MNIST-like datasets from torchvision: the registry, locating and downloading the files, normalization."""
 
-import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets, transforms
 
 from . import idx
-from .distributed import Shard
-from .errors import UserError
+from .errors import UserError, one_line
 
 DATA_ENV_VAR = "TORCH_MNIST_DATA"
 DEFAULT_DATA_ROOT = "./data"
@@ -50,12 +48,13 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-Batch = Tuple[torch.Tensor, torch.Tensor]
-
-
 def resolve_data_root(data_dir: Optional[str] = None) -> Path:
     """``--data-dir``, else ``$TORCH_MNIST_DATA``, else ``./data``."""
     return Path(data_dir or os.environ.get(DATA_ENV_VAR) or DEFAULT_DATA_ROOT)
+
+
+NORMALIZATIONS = ("scale", "standardize")
+DOWNLOAD_TIMEOUT_SECONDS = 60  # a stalled connection fails the download instead of hanging it
 
 
 @dataclass(frozen=True)
@@ -124,118 +123,14 @@ def _download(root: Path, folder: Path, allowed: bool, dataset: str) -> None:
     if not allowed:
         raise UserError(missing)
     created = [p for p in (root, root / info.folder, folder) if not p.exists()]
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)  # torchvision opens its URLs without one
     try:
         info.torchvision_class(str(root), train=True, download=True)
     except Exception as e:  # torchvision raises RuntimeError/URLError/OSError variously
         for folder in reversed(created):  # leave no empty folders behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise UserError(f"{missing}; download failed: {reason}") from None
-
-
-@dataclass
-class TensorSplit:
-    """A whole split decoded once: images (N, 784) float32 and labels (N,) int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def decode(dataset: datasets.MNIST, normalization: Normalization, device: torch.device) -> TensorSplit:
-    """Decode a torchvision split into tensors on ``device`` with one normalization pass."""
-    images = normalization.apply(dataset.data).flatten(1)  # (N, 28, 28) uint8 -> (N, 784) float32
-    return TensorSplit(images.to(device), dataset.targets.to(device))
-
-
-def epoch_permutation(num_samples: int, generator: torch.Generator) -> torch.Tensor:
-    """One epoch's shuffled order, drawn on the CPU so it does not depend on the device."""
-    return torch.randperm(num_samples, generator=generator)
-
-
-class InMemoryBatches:
-    """Batches sliced from a :class:`TensorSplit` resident on its device.
-
-    With a generator, each iteration draws a new permutation (Keras'
-    ``shuffle=True``); without one, batches come in order (evaluation).
-    """
-
-    def __init__(self, split: TensorSplit, batch_size: int, generator: Optional[torch.Generator] = None,
-                 shard: Shard = Shard()):
-        self.split = split
-        self.batch_size = batch_size
-        self.generator = generator
-        self.shard = shard  # under torchrun, this rank's share of each global batch
-        self.num_samples = len(split)
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        images, labels = self.split.images, self.split.labels
-        if self.generator is None:
-            for start in range(0, self.num_samples, self.batch_size):
-                yield images[start:start + self.batch_size], labels[start:start + self.batch_size]
-            return
-        order = epoch_permutation(self.num_samples, self.generator).to(images.device, non_blocking=True)
-        for start in range(0, self.num_samples, self.batch_size):
-            batch = self.shard.of(order[start:start + self.batch_size])
-            yield images.index_select(0, batch), labels.index_select(0, batch)
-
-
-class PermutationBatchSampler(Sampler):
-    """Index batches from :func:`epoch_permutation` (or in order without a generator).
-
-    Draws from the generator exactly as :class:`InMemoryBatches` does, so both
-    data paths see the same batches in the same order for the same seed.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, generator: Optional[torch.Generator] = None,
-                 shard: Shard = Shard()):
-        self.num_samples, self.batch_size, self.generator = num_samples, batch_size, generator
-        self.shard = shard
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def __iter__(self) -> Iterator[list]:
-        if self.generator is None:
-            order = torch.arange(self.num_samples)
-        else:
-            order = epoch_permutation(self.num_samples, self.generator)
-        for start in range(0, self.num_samples, self.batch_size):
-            yield self.shard.of(order[start:start + self.batch_size]).tolist()
-
-
-class LoaderBatches:
-    """The per-image path: a ``DataLoader`` over a dataset with a transform."""
-
-    def __init__(self, dataset, batch_size: int, device: torch.device,
-                 generator: Optional[torch.Generator] = None, num_workers: int = 0, shard: Shard = Shard()):
-        self.sampler = PermutationBatchSampler(len(dataset), batch_size, generator, shard)
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers,
-                                 pin_memory=device.type == "cuda")
-        self.device = device
-        self.generator = generator
-        self.num_samples = len(dataset)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[Batch]:
-        for images, labels in self.loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-
-
-def make_batches(root: Path, train: bool, normalization: Normalization, batch_size: int,
-                 device: torch.device, loader: str = "memory",
-                 generator: Optional[torch.Generator] = None, dataset: str = "mnist", shard: Shard = Shard()):
-    """The batches of one split through the chosen data path ("memory" or "dataloader")."""
-    if loader == "memory":
-        split = decode(load_mnist(root, train, dataset=dataset), normalization, device)
-        return InMemoryBatches(split, batch_size, generator, shard)
-    images = load_mnist(root, train, transform=normalization.per_image_transform(), dataset=dataset)
-    return LoaderBatches(images, batch_size, device, generator, shard=shard)
+        raise UserError(f"{missing}; download failed: {one_line(e, line=-1)}") from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)

@@ -1,20 +1,17 @@
-"""The hand-written loop: one training epoch, exact evaluation, and fit()."""
+"""The hand-written steps: one training epoch, exact evaluation, and a Keras-like fit() of the two."""
 
 import contextlib
-from functools import partial
 from typing import Callable, Dict, Iterable, Optional
 
 import torch
 from torch import nn
 
-from .config import KERAS_SEMANTICS
 from .errors import UserError
+from .history import History, new_history, record_epoch
 from .losses import cross_entropy
 from .progress import Progress
 
-History = Dict[str, list]
 LossFn = Callable[..., torch.Tensor]
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class NonFiniteLossError(UserError):
@@ -123,50 +120,21 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, loss_fn:
     return metrics
 
 
-def new_history() -> History:
-    """An empty history in the shape of Keras' ``History.history``."""
-    return {key: [] for key in HISTORY_KEYS}
-
-
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Iterable, val_batches: Iterable,
-        device: torch.device, epochs: int, *, loss_fn: LossFn = cross_entropy, initial_epoch: int = 0,
-        history: Optional[History] = None, progress: Optional[Progress] = None,
-        on_epoch_end: Optional[Callable[[int, History], None]] = None,
-        reduce: Optional[Callable[[Dict[str, float]], Dict[str, float]]] = None,
-        autocast_dtype: Optional[torch.dtype] = None) -> History:
-    """Train epochs ``initial_epoch + 1 .. epochs``, validating after each, like Keras' ``fit``.
+        device: torch.device, epochs: int, *, loss_fn: LossFn = cross_entropy, history: Optional[History] = None,
+        progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None) -> History:
+    """Train up to ``epochs`` in all, validating after each, like Keras' ``fit``; return the history.
 
-    ``on_epoch_end(epoch, history)`` runs after each epoch (checkpointing hooks in there);
-    ``reduce`` combines the training figures of data-parallel ranks (see :mod:`.distributed`);
-    ``autocast_dtype`` applies to training only: validation stays float32, so its figures
-    are the ones ``evaluate.py`` reports for the saved weights.
+    Continues ``history`` if given (its length is the epochs already done, Keras'
+    ``initial_epoch``). ``autocast_dtype`` applies to training only: validation
+    stays float32. :func:`torch_mnist.run_training` is the same loop with
+    checkpoints, resume and data parallelism around it.
     """
     history = history if history is not None else new_history()
     progress = progress or Progress("quiet")
-    for epoch in range(initial_epoch + 1, epochs + 1):
-        progress.start_epoch(epoch, epochs, len(train_batches))
-        try:
-            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress,
-                                    autocast_dtype)
-            if reduce is not None:
-                train = reduce(train)
+    for epoch in range(len(history["loss"]) + 1, epochs + 1):
+        with progress.epoch(epoch, epochs, len(train_batches)):
+            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress, autocast_dtype)
             val = evaluate(model, val_batches, device, loss_fn)
-        except BaseException:
-            progress.close()  # an interrupted epoch leaves no half-drawn bar behind
-            raise
-        for key, value in [*train.items(), *(("val_" + k, v) for k, v in val.items())]:
-            history[key].append(value)
-        progress.end_epoch({key: history[key][-1] for key in HISTORY_KEYS})
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
+        progress.end_epoch(record_epoch(history, train, val))
     return history
-
-
-def make_loss_fn(clip_probabilities: bool) -> LossFn:
-    """The loss with the chosen Keras generation's clipping baked in."""
-    return partial(cross_entropy, clip_probabilities=clip_probabilities)
-
-
-def loss_for(keras_semantics: str) -> LossFn:
-    """The loss of a run's ``--keras-semantics`` (keras2: plain, keras3: clipped)."""
-    return make_loss_fn(KERAS_SEMANTICS[keras_semantics]["clip_probabilities"])

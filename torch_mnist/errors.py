@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can fix (bad flag, file or data)."""
+"""The one exception type for mistakes a user can fix (bad flag, file or data), and one-line causes."""
 
 
 class UserError(Exception):
@@ -7,3 +7,9 @@ class UserError(Exception):
     Scripts print the message as one line on stderr and exit with code 2;
     library callers can catch it like any other exception.
     """
+
+
+def one_line(error: BaseException, line: int = 0) -> str:
+    """A short cause for a message of ours: one line (the first, or ``line``) of a foreign error's text."""
+    lines = [text for text in str(error).strip().splitlines() if text.strip()]
+    return lines[line].strip() if lines else type(error).__name__

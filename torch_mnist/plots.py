@@ -5,11 +5,13 @@ function raises :class:`PlotsUnavailable` saying so, and training is unaffected.
 """
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
+import torch
 
-from .checkpoint import atomic_write
+from .analysis import confusion_matrix
+from .files import atomic_write
 from .errors import UserError
 from .reference import reference_history
 
@@ -18,6 +20,23 @@ INSTALL_HINT = "matplotlib is not installed; pip install -e '.[plot]' to get the
 
 class PlotsUnavailable(UserError):
     """matplotlib is missing: training carries on without plots, plot.py stops with this line."""
+
+
+def plots_paths(checkpoint: Path) -> Tuple[Path, Path]:
+    """Where a run's curves and confusion matrix are drawn: beside its checkpoint."""
+    folder = Path(checkpoint).parent
+    return folder / "curves.png", folder / "confusion.png"
+
+
+def write_run_plots(history: Dict[str, list], predicted: torch.Tensor, labels: torch.Tensor, names: List[str],
+                    curves: Path, confusion: Path) -> str:
+    """A run's curves and its last validation's confusion matrix; returns the line that says where.
+
+    Raises :class:`PlotsUnavailable` without matplotlib.
+    """
+    plot_curves(history, curves)
+    plot_confusion(confusion_matrix(predicted, labels), names, confusion)
+    return f"plots: {curves}, {confusion}"
 
 
 def _pyplot():

@@ -1,9 +1,10 @@
 """Keras-style progress lines, drawn with tqdm in a terminal and plain in a log."""
 
+import contextlib
 import shutil
 import sys
 import time
-from typing import Callable, Dict, Optional, TextIO
+from typing import Callable, Dict, Iterator, Optional, TextIO
 
 from tqdm import tqdm
 
@@ -33,6 +34,16 @@ class Progress:
         self._bar: Optional[tqdm] = None
         self._last_refresh = 0.0
 
+    @contextlib.contextmanager
+    def epoch(self, epoch: int, epochs: int, steps: int) -> Iterator[None]:
+        """Show the epoch's progress; an epoch interrupted inside leaves no half-drawn bar behind."""
+        self.start_epoch(epoch, epochs, steps)
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
+
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self._start = time.perf_counter()
         self._steps = steps
@@ -40,10 +51,11 @@ class Progress:
             return
         print(f"Epoch {epoch}/{epochs}", file=self.stream, flush=True)
         if self.mode == "bar":
-            # tqdm trims lines to the terminal width it finds, which is 0 on some pseudo-terminals.
-            width = shutil.get_terminal_size(fallback=(120, 24)).columns or 120
-            self._bar = tqdm(total=steps, file=self.stream, ascii=".=", leave=True, ncols=width,
-                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed}{desc}")
+            # Some pseudo-terminals report 0 x 0: tqdm would then trim every line to nothing and hide
+            # the bar as "below the screen". Give it the size shutil settles on, or a sane one.
+            size = shutil.get_terminal_size(fallback=(120, 24))
+            self._bar = tqdm(total=steps, file=self.stream, ascii=".=", leave=True, ncols=size.columns or 120,
+                             nrows=size.lines or 24, bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed}{desc}")
             self._last_refresh = time.perf_counter()
 
     def due(self) -> bool:

@@ -7,7 +7,7 @@ log and are ``None`` here.
 
 from typing import Dict, List, Optional
 
-from .engine import HISTORY_KEYS
+from .history import HISTORY_KEYS, format_figure
 
 # epoch: (loss, accuracy, val_loss, val_accuracy)
 REFERENCE_EPOCHS: Dict[int, tuple] = {
@@ -40,13 +40,6 @@ def reference_history() -> Dict[str, List[Optional[float]]]:
     """The logged run in the shape of a Keras ``History.history``."""
     epochs = sorted(REFERENCE_EPOCHS)
     return {key: [REFERENCE_EPOCHS[e][i] for e in epochs] for i, key in enumerate(HISTORY_KEYS)}
-
-
-def format_figure(value: Optional[float]) -> str:
-    """Four decimals, or three significant digits for the small late-epoch losses; ``-`` if not logged."""
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if value >= 0.01 else f"{value:.3g}"
 
 
 def comparison_table(history: Dict[str, list]) -> str:

@@ -9,9 +9,9 @@ from typing import Dict, List, Optional
 import torch
 
 from .config import TrainConfig
-from .engine import HISTORY_KEYS, History
+from .history import HISTORY_KEYS, History, format_figure
 from .progress import Progress
-from .reference import format_figure, reference_history
+from .reference import reference_history
 from .training import run_training
 
 

@@ -5,7 +5,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -64,7 +64,5 @@ def check_compile(device: torch.device) -> None:
         probe = torch.compile(lambda x: x * 2 + 1, fullgraph=True)
         probe(torch.ones(8, device=device))
     except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
-        lines = str(e).strip().splitlines()
-        reason = lines[0] if lines else type(e).__name__
         raise UserError(f"--compile: torch.compile cannot build kernels for {device} on this machine "
-                        f"({reason}); run without --compile") from None
+                        f"({one_line(e)}); run without --compile") from None

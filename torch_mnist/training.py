@@ -1,22 +1,22 @@
-"""A whole training run: data, model, optimizer, resume, and periodic checkpoints."""
+"""A whole training run: the epoch loop with its data, checkpoints, resume and data parallelism."""
 
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from .config import AUTOCAST_DTYPES, KERAS_SEMANTICS, TrainConfig
-from .data import Normalization, make_batches
+from .batches import make_batches
+from .checkpoint import load_checkpoint, make_checkpoint, restore, save_checkpoint
+from .config import TrainConfig
 from .distributed import Shard, check_divisible, reduce_means
-from .engine import History, fit, loss_for, new_history
+from .engine import evaluate, train_one_epoch
 from .errors import UserError
+from .history import History, new_history, record_epoch
 from .model import MLP
-from .optim import RMSprop
 from .progress import Progress
+from .recipe import build
 from .runtime import check_compile, compile_model, fast_cpu_math
 
 
@@ -27,6 +27,8 @@ class RunResult:
     history: History
     model: MLP  # the trained model (unwrapped from DDP)
     test_batches: object  # the validation batches it was evaluated on
+    predicted: Optional[torch.Tensor] = None  # the last validation's predictions and labels (CPU int64)
+    labels: Optional[torch.Tensor] = None
 
 
 class CheckpointWriter:
@@ -55,15 +57,6 @@ class CheckpointWriter:
             self.pending = None
 
 
-def resume_config(checkpoint: dict, epochs: int) -> TrainConfig:
-    """The checkpoint's config with ``epochs`` as the run's new total (Keras' ``initial_epoch`` rule)."""
-    config = replace(TrainConfig.from_dict(checkpoint["config"]), epochs=epochs)
-    if checkpoint["epoch"] >= epochs:
-        raise UserError(f"the checkpoint has already trained {checkpoint['epoch']} epochs; "
-                        f"pass --epochs larger than {checkpoint['epoch']} to continue")
-    return config
-
-
 def run_training(config: TrainConfig, data_root: Path, device: torch.device, out: Path, *,
                  save_every: int = 1, resume: Optional[dict] = None,
                  progress: Optional[Progress] = None, writer: Optional[CheckpointWriter] = None,
@@ -75,70 +68,66 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     ``shard`` is this rank: it trains on its share of each batch through DDP, and only rank 0 writes.
     """
     config.validate()
+    _check_speed_options(config, device, shard)
+    recipe = build(config, device)
+    torch.manual_seed(config.seed)  # dropout draws from torch's global generator
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    history = new_history()
+    if resume is not None:
+        history = restore(resume, recipe.model, recipe.optimizer, shuffle_generator, device)
+    train_batches = make_batches(data_root, True, recipe.normalization, config.batch_size, device,
+                                 config.loader, shuffle_generator, config.dataset, shard)
+    test_batches = make_batches(data_root, False, recipe.normalization, config.batch_size, device, config.loader,
+                                dataset=config.dataset)
+    train_model = _training_model(recipe.model, config, device, shard, train_batches.num_samples)
+    writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
+    progress = progress or Progress("quiet")
+    result = RunResult(history, recipe.model, test_batches)
+
+    with fast_cpu_math(device):
+        try:
+            for epoch in range(len(history["loss"]) + 1, config.epochs + 1):
+                with progress.epoch(epoch, config.epochs, len(train_batches)):
+                    train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
+                                            epoch, progress, recipe.autocast_dtype)
+                    train = reduce_means(train, shard, device)  # the ranks' figures, averaged
+                    val = evaluate(train_model, test_batches, device, recipe.loss_fn, keep_predictions=True)
+                progress.end_epoch(record_epoch(history, train, val))
+                result.predicted, result.labels = val["predicted"], val["labels"]
+                writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
+                                                 shuffle_generator))
+        finally:
+            writer.flush()  # keep the last complete epoch, whatever stopped us
+    return result
+
+
+def _check_speed_options(config: TrainConfig, device: torch.device, shard: Shard) -> None:
     if config.compile:
         if shard.world_size > 1:
             raise UserError("--compile is not supported under torchrun; run without it")
         check_compile(device)  # one clear line now rather than a compiler traceback at the first step
-    semantics = KERAS_SEMANTICS[config.keras_semantics]
-    normalization = Normalization.named(config.normalize, config.dataset)
-    shuffle_generator = torch.Generator().manual_seed(config.seed)
-    init_generator = torch.Generator().manual_seed(config.seed)  # a separate stream for the weights
-    model = MLP(hidden=config.hidden, dropout=config.dropout, generator=init_generator).to(device)
-    torch.manual_seed(config.seed)  # dropout draws from torch's global generator
-    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
-                        eps_placement=semantics["eps_placement"], compiled=config.compile)
-    history, initial_epoch = new_history(), 0
-    if resume is not None:
-        history, initial_epoch = _restore(resume, model, optimizer, shuffle_generator, device)
-
-    train_batches = make_batches(data_root, True, normalization, config.batch_size, device,
-                                 config.loader, shuffle_generator, config.dataset, shard)
-    test_batches = make_batches(data_root, False, normalization, config.batch_size, device, config.loader,
-                                dataset=config.dataset)
-    writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
-    train_model, reduce = _training_model(model, config, device, shard, train_batches.num_samples)
-
-    def on_epoch_end(epoch: int, history: History) -> None:
-        writer.epoch_end(make_checkpoint(model, optimizer, config, normalization, epoch, history,
-                                         shuffle_generator))
-
-    with fast_cpu_math(device):
-        try:
-            fit(train_model, optimizer, train_batches, test_batches, device, config.epochs,
-                loss_fn=loss_for(config.keras_semantics), initial_epoch=initial_epoch,
-                history=history, progress=progress, on_epoch_end=on_epoch_end, reduce=reduce,
-                autocast_dtype=AUTOCAST_DTYPES[config.amp])
-        finally:
-            writer.flush()  # keep the last complete epoch, whatever stopped us
-    return RunResult(history, model, test_batches)
 
 
 def _training_model(model: MLP, config: TrainConfig, device: torch.device, shard: Shard,
-                    num_samples: int) -> tuple:
-    """What the loop trains through (``model``, DDP under torchrun, or compiled) and how ranks' figures combine."""
+                    num_samples: int) -> torch.nn.Module:
+    """What the loop trains through: ``model`` itself, DDP under torchrun, or its compiled form."""
     if shard.world_size > 1:
         check_divisible(num_samples, config.batch_size, shard.world_size)
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        return ddp, partial(reduce_means, shard=shard, device=device)  # average the ranks' epoch figures
-    if config.compile:
-        return compile_model(model), None
-    return model, None
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return compile_model(model) if config.compile else model
 
 
-def _restore(resume: dict, model: MLP, optimizer: torch.optim.Optimizer, shuffle_generator: torch.Generator,
-             device: torch.device) -> tuple:
-    """Put a checkpoint's state back; return its ``(history, epochs done)``."""
-    model.load_state_dict(resume["model_state"])
-    optimizer.load_state_dict(resume["optimizer_state"])
-    shuffle_generator.set_state(resume["rng_state"])
-    if "torch_rng_state" in resume:  # dropout's stream
-        torch.set_rng_state(resume["torch_rng_state"])
-        if device.type == "cuda" and "cuda_rng_state" in resume:
-            torch.cuda.set_rng_state(resume["cuda_rng_state"], device)
-    return {k: list(v) for k, v in resume["history"].items()}, resume["epoch"]
+def resume_config(checkpoint: dict, epochs: Optional[int] = None) -> TrainConfig:
+    """The checkpoint's config, its total ``epochs`` replaced if given (Keras' ``initial_epoch`` rule)."""
+    config = TrainConfig.from_dict(checkpoint["config"])
+    config = replace(config, epochs=epochs if epochs is not None else config.epochs)
+    if checkpoint["epoch"] >= config.epochs:
+        raise UserError(f"the checkpoint has already trained {checkpoint['epoch']} of {config.epochs} epochs; "
+                        f"pass --epochs larger than {checkpoint['epoch']} to continue")
+    return config
 
 
-def load_for_resume(path: Path, epochs: int) -> tuple:
+def load_for_resume(path: Path, epochs: Optional[int] = None) -> tuple:
     """Load a checkpoint to continue; return ``(checkpoint, config)``."""
     checkpoint = load_checkpoint(path)
     return checkpoint, resume_config(checkpoint, epochs)

@@ -1,0 +1,53 @@
+"""scripts/predict.py: the digit in each of your own images, with the top 3 probabilities."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from PIL import Image
+
+from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+from ..files import atomic_write
+from ..predict import predict_files
+from ..runtime import resolve_device
+from .common import check_output_path, class_names, device_flag
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Predict the digit in your own images (PNG, JPEG, BMP, GIF).")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--checkpoint", default="ckpt.pt", help="default: ckpt.pt")
+    device_flag(p)
+    p.add_argument("--json", action="store_true", help="print one JSON list, an object per image")
+    p.add_argument("--show-input", metavar="OUT.png", help="write the 28x28 images the model saw, side by side")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Exit 0 when every image was read, 2 when any could not be (the others are still predicted)."""
+    args = parser().parse_args(argv)
+    if args.show_input:
+        check_output_path(Path(args.show_input), "--show-input")
+    checkpoint = load_checkpoint(Path(args.checkpoint))
+    device = resolve_device(args.device)
+    results = predict_files(build_model(checkpoint, device), [Path(p) for p in args.images],
+                            checkpoint_normalization(checkpoint), device)
+    for result in results:
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+    names = class_names(checkpoint_config(checkpoint))
+    if args.json:
+        print(json.dumps([{**result.to_dict(), **({"class_name": names[result.prediction]}
+                                                  if result.error is None else {})} for result in results]))
+    else:
+        for result in filter(lambda r: r.error is None, results):
+            top3 = ", ".join(f"{names[label]}: {probability:.3f}" for label, probability in result.top3)
+            print(f"{result.path}: {names[result.prediction]}  (top 3: {top3})")
+    seen = [result.pixels for result in results if result.pixels is not None]
+    if args.show_input and seen:
+        strip = Image.fromarray(np.concatenate(seen, axis=1))
+        atomic_write(Path(args.show_input), lambda f: strip.save(f, format="PNG"))
+    return 2 if any(result.error for result in results) else 0

@@ -1,0 +1,54 @@
+"""scripts/reproduce.py: is 98.3% luck? N seeds of the reference run, summarized beside the reference."""
+
+import argparse
+import json
+from pathlib import Path
+from typing import List, Optional
+
+from ..config import KERAS_SEMANTICS, TrainConfig
+from ..data import resolve_data_root
+from ..errors import UserError
+from ..plots import plot_seed_band
+from ..progress import Progress
+from ..reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table
+from ..runtime import resolve_device
+from .common import data_flag, device_flag
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="N seeds of the reference run, summarized beside the reference.")
+    p.add_argument("--seeds", type=int, default=5, help="number of runs, seeds 0..N-1 (default: 5)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS), default=TrainConfig.keras_semantics)
+    data_flag(p)
+    device_flag(p)
+    p.add_argument("--out-dir", default="runs/reproduce", help="checkpoints and summary.json go here")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    if args.seeds < 2:
+        raise UserError("--seeds must be at least 2 to measure a spread")
+    config = TrainConfig(epochs=args.epochs, keras_semantics=args.keras_semantics).validate()
+    out_dir = Path(args.out_dir)
+    histories = run_seeds(config, list(range(args.seeds)), resolve_data_root(args.data_dir),
+                          resolve_device(args.device), out_dir, Progress("quiet"))
+    summary = summarize(histories)
+    scores = reference_z_scores(summary)
+    final = final_position(histories)
+    (out_dir / "summary.json").write_text(json.dumps(
+        {"config": config.to_dict(), "seeds": args.seeds, "histories": histories, "summary": summary,
+         "reference_z_scores": scores, "reference_final_position": final}, indent=2) + "\n")
+    print(summary_table(summary))
+    print("reference's distance from our runs, in our standard deviations (epochs 2-20): "
+          + ", ".join(f"{key} {value:.2f}" for key, value in scores.items()))
+    print("reference's final epoch among our runs: " + ", ".join(
+        f"{key} {p['reference']:.4g} (above {100 * p['fraction_of_runs_below']:.0f}% of runs, z {p['z']:+.2f})"
+        for key, p in final.items()))
+    try:
+        plot_seed_band(summary, out_dir / "seeds.png")
+        print(f"written: {out_dir / 'summary.json'}, {out_dir / 'seeds.png'}")
+    except UserError as e:  # matplotlib missing: the numbers are still there
+        print(f"written: {out_dir / 'summary.json'} (plot skipped: {e})")
+    return 0

@@ -1,0 +1,70 @@
+"""Writing files so that nothing is ever half-written: atomic replacement, signals held meanwhile."""
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as usual.
+
+    An exception raised inside ``torch.save`` can leave its zip writer broken
+    and raising errors of its own; deferring keeps a write whole. Only the
+    main thread can install handlers; elsewhere this does nothing. A signal
+    the process ignores (``nohup``, ``&`` in a script) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])  # now handled by the restored handler
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write ``path`` so that a crash at any moment leaves the old file or the new one.
+
+    ``write(f)`` fills a temporary file created exclusively in the same folder
+    (a name nobody can have planted a link at), which is flushed, fsynced and
+    renamed over ``path`` (``os.replace`` is atomic on POSIX). Ctrl-C and
+    SIGTERM wait until the write is complete.
+    """
+    with signals_deferred():
+        _write_and_rename(Path(path), write)
+
+
+def _write_and_rename(path: Path, write: Callable) -> None:
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the result from the group
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,64 @@
+"""The one place a :class:`TrainConfig` becomes objects: model, optimizer, loss, normalization, precision.
+
+Training, the benchmark, checkpoint loading and the result commands all build
+through here, so what a configuration means cannot drift between them.
+"""
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .config import AUTOCAST_DTYPES, KERAS_SEMANTICS, TrainConfig
+from .data import Normalization
+from .losses import cross_entropy
+from .model import IMAGE_PIXELS, MLP
+from .optim import RMSprop
+
+NUM_CLASSES = 10  # every supported dataset has ten classes
+LossFn = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Recipe:
+    """Everything a run trains with, built from its configuration."""
+
+    model: MLP
+    optimizer: RMSprop
+    loss_fn: LossFn
+    normalization: Normalization
+    autocast_dtype: Optional[torch.dtype]  # training forward passes under autocast; None: float32
+
+
+def build(config: TrainConfig, device: torch.device) -> Recipe:
+    """The run's objects; the weights are drawn from their own generator seeded with ``config.seed``."""
+    init_generator = torch.Generator().manual_seed(config.seed)  # a stream apart from shuffling and dropout
+    model = build_model(config, init_generator).to(device)
+    optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
+                        eps_placement=KERAS_SEMANTICS[config.keras_semantics]["eps_placement"],
+                        compiled=config.compile)
+    return Recipe(model, optimizer, loss_of(config), normalization_of(config), AUTOCAST_DTYPES[config.amp])
+
+
+def build_model(config: TrainConfig, generator: Optional[torch.Generator] = None) -> MLP:
+    return MLP(IMAGE_PIXELS, config.hidden, NUM_CLASSES, config.dropout, generator)
+
+
+def weight_shapes(config: TrainConfig) -> Dict[str, Tuple[int, ...]]:
+    """The ``state_dict`` shapes of ``config``'s model, computed without allocating it."""
+    widths = (IMAGE_PIXELS, *config.hidden, NUM_CLASSES)
+    shapes = {}
+    for i, (inputs, outputs) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        shapes[f"fc{i}.weight"] = (outputs, inputs)  # nn.Linear keeps (out, in)
+        shapes[f"fc{i}.bias"] = (outputs,)
+    return shapes
+
+
+def loss_of(config: TrainConfig) -> LossFn:
+    """The loss of the run's ``keras_semantics`` (keras2: plain, keras3: probabilities clipped)."""
+    return partial(cross_entropy, clip_probabilities=KERAS_SEMANTICS[config.keras_semantics]["clip_probabilities"])
+
+
+def normalization_of(config: TrainConfig) -> Normalization:
+    return Normalization.named(config.normalize, config.dataset)
