@@ -44,5 +44,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check --select E,F,W --line-length 120 torch_mnist scripts tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json bench.json runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json ckpt.curves.png ckpt.confusion.png bench.json runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -46,10 +46,11 @@ def signal_dispositions():
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """torchvision's downloads go nowhere: tests never depend on the network."""
-    from torch_mnist.data import DATASETS
+    from torch_mnist.data import torchvision_class
+    from torch_mnist.datasets import DATASETS
 
     for info in DATASETS.values():
-        monkeypatch.setattr(info.torchvision_class, "mirrors", [UNREACHABLE_MIRROR])
+        monkeypatch.setattr(torchvision_class(info), "mirrors", [UNREACHABLE_MIRROR])
 
 
 def write_idx_images(path: Path, images: np.ndarray) -> None:

@@ -3,7 +3,7 @@ import torch
 from PIL import Image
 
 from torch_mnist.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
-from torch_mnist.data import CLASS_NAMES
+from torch_mnist.datasets import CLASS_NAMES
 
 
 class TestConfusion:

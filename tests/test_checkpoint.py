@@ -134,12 +134,19 @@ class TestRefusals:
         ("missing", "no such checkpoint file"),
         ("directory", "is a directory"),
         ("empty", "empty file"),
-        ("text", "not a readable checkpoint"),
-        ("truncated", "not a readable checkpoint"),
+        ("text", "a text file, not a checkpoint: pass the .pt file that train.py writes$"),
+        ("json", r"a JSON history, not a checkpoint: pass .*ckpt\.pt, the checkpoint written beside it$"),
+        ("binary", "not a readable checkpoint: neither a torch file nor text$"),
+        ("truncated", "not a readable checkpoint: the file is truncated or corrupted$"),
     ])
     def test_unusable_files(self, tmp_path, kind, message):
-        path = tmp_path / "ckpt.pt"
-        if kind == "directory":
+        path = tmp_path / ("ckpt.json" if kind == "json" else "ckpt.pt")
+        if kind == "json":
+            _, checkpoint = _checkpoint()
+            save_checkpoint(checkpoint, tmp_path / "ckpt.pt")  # ckpt.json is its history
+        elif kind == "binary":
+            path.write_bytes(bytes(range(256)) * 4)
+        elif kind == "directory":
             path.mkdir()
         elif kind == "empty":
             path.write_bytes(b"")
@@ -152,3 +159,5 @@ class TestRefusals:
         with pytest.raises(UserError, match=message) as error:
             load_checkpoint(path)
         assert str(path) in str(error.value) and "\n" not in str(error.value)
+        said = str(error.value).replace(str(path.with_suffix(".pt")), "").replace(str(path), "")
+        assert "weights_only" not in said and len(said) < 120  # a short clause, no torch internals

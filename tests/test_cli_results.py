@@ -55,21 +55,50 @@ class TestEvaluateDetail:
 
 
 class TestPlotsOfARun:
-    def test_training_wrote_curves_and_confusion(self, synthetic_run):
+    def test_training_wrote_pictures_named_after_its_checkpoint(self, synthetic_run):
         _, folder = synthetic_run
-        for name in ("curves.png", "confusion.png"):
+        for name in ("ckpt.curves.png", "ckpt.confusion.png"):
             assert Image.open(folder / name).format == "PNG"
+
+    def test_two_runs_in_one_folder_keep_their_own_pictures(self, synthetic_run, tmp_path, capsys):
+        root, _ = synthetic_run
+        for name in ("a", "b"):
+            result = run_in_process(train_main, ["--data-dir", root, "--epochs", 1, "--quiet", "--out",
+                                                 tmp_path / f"{name}.pt"], capsys)
+            assert f"plots: {tmp_path / name}.curves.png, {tmp_path / name}.confusion.png" in result.stdout
+        assert {p.name for p in tmp_path.glob("*.png")} == {"a.curves.png", "a.confusion.png",
+                                                            "b.curves.png", "b.confusion.png"}
 
     @pytest.mark.scripts
     def test_plot_script(self, synthetic_run, tmp_path):
         root, folder = synthetic_run
-        result = run_script("plot", folder / "ckpt.json", "--data-dir", root, "--out-dir", tmp_path)
+        out_dir = tmp_path / "new" / "folder"  # created for us
+        result = run_script("plot", folder / "ckpt.json", "--data-dir", root, "--out-dir", out_dir)
         assert result.returncode == 0, result.stderr
-        assert Image.open(tmp_path / "curves.png").size[0] >= 800
-        assert Image.open(tmp_path / "confusion.png").format == "PNG"
+        assert Image.open(out_dir / "ckpt.curves.png").size[0] >= 800
+        assert Image.open(out_dir / "ckpt.confusion.png").format == "PNG"
 
-    def test_plot_script_missing_json(self, tmp_path, capsys):
-        assert_one_line_error_in_process(plot_main, [tmp_path / "none.json"], capsys, "no such file")
+    def test_curves_need_only_the_json(self, synthetic_run, tmp_path, capsys):
+        _, folder = synthetic_run
+        (tmp_path / "lonely.json").write_bytes((folder / "ckpt.json").read_bytes())  # no lonely.pt beside it
+        result = run_in_process(plot_main, [tmp_path / "lonely.json"], capsys)
+        assert result.returncode == 0
+        assert result.stdout.strip() == f"curves: {tmp_path / 'lonely.curves.png'}"
+        assert result.stderr.strip() == f"note: no confusion matrix: {tmp_path / 'lonely.pt'}: no such checkpoint file"
+        assert Image.open(tmp_path / "lonely.curves.png").format == "PNG"
+        assert not (tmp_path / "lonely.confusion.png").exists()
+
+    @pytest.mark.parametrize("content, message", [
+        (None, "no such file"),
+        (b"\x89PNG not json", "not a JSON history"),
+        (b'{"epochs": 3}', "JSON without a run's history"),
+    ])
+    def test_plot_script_refuses_what_is_not_a_history(self, tmp_path, capsys, content, message):
+        path = tmp_path / "run.json"
+        if content is not None:
+            path.write_bytes(content)
+        assert_one_line_error_in_process(plot_main, [path], capsys, str(path), message)
+        assert list(tmp_path.glob("*.png")) == []
 
     def test_training_without_matplotlib_still_works(self, synthetic_run, tmp_path, capsys, monkeypatch):
         root, _ = synthetic_run
@@ -78,4 +107,4 @@ class TestPlotsOfARun:
                                              "--quiet"], capsys)
         assert result.returncode == 0, result.stderr
         assert "plots skipped: matplotlib is not installed; pip install -e '.[plot]'" in result.stdout
-        assert (tmp_path / "c.pt").is_file() and not (tmp_path / "curves.png").exists()
+        assert (tmp_path / "c.pt").is_file() and not list(tmp_path.glob("*.png"))

@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from torch_mnist import UserError
-from torch_mnist.data import CLASS_NAMES
-from torch_mnist.plots import INSTALL_HINT, plot_confusion, plot_curves, plot_seed_band
+from torch_mnist.datasets import CLASS_NAMES
+from torch_mnist import plots
+from torch_mnist.plots import INSTALL_HINT, plot_confusion, plot_curves, plot_seed_band, plots_paths
 from torch_mnist.reference import reference_history
 
 pytest.importorskip("matplotlib")
@@ -23,6 +24,30 @@ class TestPlots:
                    for key, values in reference_history().items()}
         plot_curves(history, tmp_path / "curves.png")
         assert _is_png(tmp_path / "curves.png", 800)
+
+    def test_every_point_is_on_the_chart_with_whole_epoch_ticks(self, tmp_path, monkeypatch):
+        drawn = []
+        monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.append(figure))
+        one_epoch = {"loss": [0.258], "accuracy": [0.926], "val_loss": [0.1445], "val_accuracy": [0.9546]}
+        plot_curves(one_epoch, tmp_path / "curves.png")
+        loss_axis, accuracy_axis = drawn[0].axes
+        low, high = accuracy_axis.get_ylim()
+        assert low < 0.8802 and high > 0.9998  # the reference's epoch 1 and our training point both show
+        accuracy_axis.figure.canvas.draw()
+        ticks = [tick for tick in loss_axis.get_xticks() if loss_axis.get_xlim()[0] <= tick <= 20]
+        assert ticks and all(float(tick).is_integer() for tick in ticks)
+
+    def test_only_mnist_runs_are_drawn_beside_the_mnist_reference(self, tmp_path, monkeypatch):
+        drawn = []
+        monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.append(figure))
+        history = {"loss": [0.5, 0.4], "accuracy": [0.8, 0.85], "val_loss": [0.45, 0.42], "val_accuracy": [0.83, 0.84]}
+        plot_curves(history, tmp_path / "curves.png", with_reference=False)
+        assert all("reference" not in line.get_label() for axis in drawn[0].axes for line in axis.get_lines())
+
+    def test_pictures_are_named_after_their_run(self, tmp_path):
+        assert plots_paths(tmp_path / "run.pt") == (tmp_path / "run.curves.png", tmp_path / "run.confusion.png")
+        assert plots_paths(tmp_path / "run.json", tmp_path / "out") == (tmp_path / "out" / "run.curves.png",
+                                                                         tmp_path / "out" / "run.confusion.png")
 
     def test_confusion(self, tmp_path):
         plot_confusion(np.eye(10, dtype=int) * 98 + 1, CLASS_NAMES, tmp_path / "confusion.png")

@@ -1,7 +1,7 @@
 import torch
 
 from torch_mnist import MLP, TrainConfig, build
-from torch_mnist.config import AUTOCAST_DTYPES
+from torch_mnist.recipe import AUTOCAST_DTYPES
 from torch_mnist.recipe import weight_shapes
 
 CPU = torch.device("cpu")

@@ -164,7 +164,7 @@ class TestEvaluateScript:
     @pytest.mark.parametrize("content, message", [
         (None, "no such checkpoint file"),
         (b"", "empty file"),
-        (b"plain text, not a checkpoint\n", "not a readable checkpoint"),
+        (b"plain text, not a checkpoint\n", "a text file, not a checkpoint"),
     ])
     def test_bad_checkpoint_is_one_line(self, tmp_path, content, message, capsys):
         path = tmp_path / "ckpt.pt"

@@ -10,7 +10,7 @@ PACKAGE = REPO / "torch_mnist"
 # Each module may import only from layers above its own line (earlier in this list).
 LAYERS = [
     {"errors", "history", "files"},  # basics everything may use
-    {"model", "losses", "optim", "idx", "distributed", "progress"},
+    {"datasets", "model", "losses", "optim", "idx", "distributed", "progress"},
     {"data", "reference", "analysis", "keras_parity"},  # datasets and figures as data
     {"batches"},
     {"config"},  # its choices come from the registries above
@@ -19,6 +19,7 @@ LAYERS = [
     {"training", "benchmark"},  # a whole run
     {"reproduce"},
     {"commands", "commands.common"},
+    {"commands.runs"},
     {"commands.train", "commands.evaluate", "commands.predict", "commands.plot", "commands.benchmark",
      "commands.reproduce", "commands.prepare"},
 ]

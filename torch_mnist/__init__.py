@@ -1,24 +1,39 @@
-"""torch_mnist: a faithful, fast PyTorch port of the classic Keras MNIST MLP."""
+"""torch_mnist: a faithful, fast PyTorch port of the classic Keras MNIST MLP.
 
-from .batches import InMemoryBatches, LoaderBatches, TensorSplit, decode, make_batches
-from .checkpoint import build_model, load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .data import Normalization, load_mnist, resolve_data_root
-from .engine import evaluate, fit, train_one_epoch
-from .errors import UserError
-from .history import new_history
-from .losses import cross_entropy
-from .model import MLP
-from .optim import RMSprop
-from .recipe import Recipe, build
-from .runtime import resolve_device
-from .training import run_training
+The public names below load their modules on first use, so that the command
+line (``scripts/*.py --help``, a mistyped flag) answers without importing torch.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MLP", "RMSprop", "Recipe", "TrainConfig", "UserError", "Normalization", "TensorSplit", "InMemoryBatches",
-    "LoaderBatches", "build", "build_model", "cross_entropy", "decode", "evaluate", "fit", "load_checkpoint",
-    "load_mnist", "make_batches", "new_history", "resolve_data_root", "resolve_device", "run_training",
-    "save_checkpoint", "train_one_epoch",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "InMemoryBatches": "batches", "LoaderBatches": "batches", "TensorSplit": "batches", "decode": "batches",
+    "make_batches": "batches",
+    "build_model": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "TrainConfig": "config",
+    "Normalization": "data", "load_mnist": "data",
+    "resolve_data_root": "datasets",
+    "evaluate": "engine", "fit": "engine", "train_one_epoch": "engine",
+    "UserError": "errors",
+    "new_history": "history",
+    "cross_entropy": "losses",
+    "MLP": "model",
+    "RMSprop": "optim",
+    "Recipe": "recipe", "build": "recipe",
+    "resolve_device": "runtime",
+    "run_training": "training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

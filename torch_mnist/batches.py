@@ -12,7 +12,6 @@ from torchvision import datasets
 from .data import Normalization, load_mnist
 from .distributed import Shard
 
-LOADERS = ("memory", "dataloader")
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
@@ -115,7 +114,7 @@ class LoaderBatches:
 def make_batches(root: Path, train: bool, normalization: Normalization, batch_size: int,
                  device: torch.device, loader: str = "memory",
                  generator: Optional[torch.Generator] = None, dataset: str = "mnist", shard: Shard = Shard()):
-    """The batches of one split through the chosen data path ("memory" or "dataloader")."""
+    """The batches of one split through the chosen data path (``config.LOADERS``: "memory" or "dataloader")."""
     if loader == "memory":
         split = decode(load_mnist(root, train, dataset=dataset), normalization, device)
         return InMemoryBatches(split, batch_size, generator, shard)

@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import Normalization
-from .errors import UserError, one_line
+from .errors import UserError
 from .files import atomic_write, signals_deferred
 from .history import HISTORY_KEYS, History
 from .recipe import build_model as build_configured_model
@@ -91,6 +91,9 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"{path}: is a directory, not a checkpoint file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, not a checkpoint")
+    kind = _sniff(path)
+    if kind != "torch":
+        raise UserError(f"{path}: {kind}")
     try:
         with warnings.catch_warnings():  # e.g. "pickle protocol 4" from foreign files: the error says it all
             warnings.simplefilter("ignore")
@@ -99,11 +102,34 @@ def load_checkpoint(path: Path) -> dict:
         if "global" in str(e).lower():  # the unpickler met an importable object (a function, a class)
             raise UserError(f"{path}: refused: it holds Python objects that could run code when loaded; "
                             "torch_mnist checkpoints hold only tensors and plain values") from None
-        raise UserError(f"{path}: not a readable checkpoint ({one_line(e)})") from None
-    except Exception as e:  # a file of arbitrary bytes can fail the unpickler in many ways
-        raise UserError(f"{path}: not a readable checkpoint; the file is truncated, corrupted or "
-                        f"not a torch file ({one_line(e)})") from None
+        raise UserError(f"{path}: not a readable checkpoint: it holds something other than tensors and "
+                        "plain values") from None
+    except Exception:  # torch's zip reader explains at length; what matters is that the file is damaged
+        raise UserError(f"{path}: not a readable checkpoint: the file is truncated or corrupted") from None
     return validate_checkpoint(checkpoint, path)
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle, protocol 2 or later
+
+
+def _sniff(path: Path) -> str:
+    """``"torch"`` for a file torch could have written, else what the file is, said for a person."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC):
+        return "torch"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a readable checkpoint: neither a torch file nor text"
+    if text.lstrip().startswith("{") and '"history"' in text:
+        return (f"a JSON history, not a checkpoint: pass {path.with_suffix('.pt')}, the checkpoint "
+                "written beside it")
+    return "a text file, not a checkpoint: pass the .pt file that train.py writes"
 
 
 def validate_checkpoint(checkpoint, path: Path) -> dict:

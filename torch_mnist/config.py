@@ -4,13 +4,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Tuple
 
-import torch
-
-from .batches import LOADERS
-from .data import DATASETS, NORMALIZATIONS
+from .datasets import DATASETS, NORMALIZATIONS
 from .errors import UserError
 
 DATASET_NAMES = tuple(DATASETS)
+LOADERS = ("memory", "dataloader")  # decoded tensors on the device, or a DataLoader with a per-image transform
 
 # Which optimizer and loss arithmetic each Keras generation uses.
 # keras2: legacy RMSprop, eps added outside the square root (as torch.optim.RMSprop),
@@ -21,8 +19,8 @@ KERAS_SEMANTICS = {
     "keras3": {"eps_placement": "inside", "clip_probabilities": True},
 }
 
-# --amp: the dtype training forward passes autocast to (None: plain float32).
-AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16}
+# --amp: off (float32) or bf16 (training forward passes under bfloat16 autocast; see recipe.AUTOCAST_DTYPES).
+AMP_MODES = ("off", "bf16")
 
 
 @dataclass
@@ -74,7 +72,7 @@ class TrainConfig:
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
         _check_choice("loader", self.loader, LOADERS)
         _check_choice("keras-semantics", self.keras_semantics, tuple(KERAS_SEMANTICS))
-        _check_choice("amp", self.amp, tuple(AUTOCAST_DTYPES))
+        _check_choice("amp", self.amp, AMP_MODES)
         if not isinstance(self.compile, bool):
             raise UserError(f"compile must be true or false, got {self.compile!r}")
         return self

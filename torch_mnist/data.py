@@ -1,60 +1,22 @@
-"""MNIST-like datasets from torchvision: the registry, locating and downloading the files, normalization."""
+"""MNIST-like datasets through torchvision: validated files, the download, and normalization."""
 
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torchvision import datasets, transforms
 
 from . import idx
+from .datasets import DATA_ENV_VAR, DatasetInfo, dataset_info
 from .errors import UserError, one_line
 
-DATA_ENV_VAR = "TORCH_MNIST_DATA"
-DEFAULT_DATA_ROOT = "./data"
-MNIST_MEAN = 0.1307  # mean and std of the training pixels in [0, 1], as pytorch/examples use
-MNIST_STD = 0.3081
-CLASS_NAMES = [str(digit) for digit in range(10)]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """An MNIST-like dataset: its torchvision class, pixel statistics and class names."""
-
-    torchvision_class: type
-    mean: float  # of the training pixels scaled to [0, 1]
-    std: float
-    class_names: tuple
-
-    @property
-    def folder(self) -> str:
-        return self.torchvision_class.__name__  # torchvision reads <root>/<class name>/raw
-
-
-DATASETS = {
-    "mnist": DatasetInfo(datasets.MNIST, MNIST_MEAN, MNIST_STD, tuple(CLASS_NAMES)),
-    # Fashion-MNIST: measured on its 60,000 training images (0.28604, 0.35302).
-    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, tuple(datasets.FashionMNIST.classes)),
-    # KMNIST: the values its users commonly standardize with (files not on this machine to re-measure).
-    "kmnist": DatasetInfo(datasets.KMNIST, 0.1918, 0.3483, tuple(datasets.KMNIST.classes)),
-}
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name]
-
-
-def resolve_data_root(data_dir: Optional[str] = None) -> Path:
-    """``--data-dir``, else ``$TORCH_MNIST_DATA``, else ``./data``."""
-    return Path(data_dir or os.environ.get(DATA_ENV_VAR) or DEFAULT_DATA_ROOT)
-
-
-NORMALIZATIONS = ("scale", "standardize")
 DOWNLOAD_TIMEOUT_SECONDS = 60  # a stalled connection fails the download instead of hanging it
+
+
+def torchvision_class(info: DatasetInfo) -> type:
+    """The torchvision dataset class that reads ``info``'s files."""
+    return getattr(datasets, info.torchvision_name)
 
 
 @dataclass(frozen=True)
@@ -113,7 +75,7 @@ def load_mnist(root: Path, train: bool, transform=None, download: bool = True,
     if not all((folder / name).exists() for name in idx.RAW_FILES):
         _download(root, folder, download, dataset)
     idx.check_split(folder, "train" if train else "test")
-    return dataset_info(dataset).torchvision_class(str(root), train=train, transform=transform, download=False)
+    return torchvision_class(dataset_info(dataset))(str(root), train=train, transform=transform, download=False)
 
 
 def _download(root: Path, folder: Path, allowed: bool, dataset: str) -> None:
@@ -126,7 +88,7 @@ def _download(root: Path, folder: Path, allowed: bool, dataset: str) -> None:
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)  # torchvision opens its URLs without one
     try:
-        info.torchvision_class(str(root), train=True, download=True)
+        torchvision_class(info)(str(root), train=True, download=True)
     except Exception as e:  # torchvision raises RuntimeError/URLError/OSError variously
         for folder in reversed(created):  # leave no empty folders behind
             if folder.is_dir() and not any(folder.iterdir()):

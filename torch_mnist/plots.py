@@ -5,7 +5,7 @@ function raises :class:`PlotsUnavailable` saying so, and training is unaffected.
 """
 
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -22,19 +22,21 @@ class PlotsUnavailable(UserError):
     """matplotlib is missing: training carries on without plots, plot.py stops with this line."""
 
 
-def plots_paths(checkpoint: Path) -> Tuple[Path, Path]:
-    """Where a run's curves and confusion matrix are drawn: beside its checkpoint."""
-    folder = Path(checkpoint).parent
-    return folder / "curves.png", folder / "confusion.png"
+def plots_paths(run: Path, folder: Optional[Path] = None) -> Tuple[Path, Path]:
+    """Where a run's pictures go, named after it: ``run.pt`` or ``run.json`` -> ``run.curves.png`` and
+    ``run.confusion.png``, beside it unless ``folder`` says otherwise (two runs never share a picture)."""
+    run = Path(run)
+    folder = Path(folder) if folder is not None else run.parent
+    return folder / f"{run.stem}.curves.png", folder / f"{run.stem}.confusion.png"
 
 
 def write_run_plots(history: Dict[str, list], predicted: torch.Tensor, labels: torch.Tensor, names: List[str],
-                    curves: Path, confusion: Path) -> str:
+                    curves: Path, confusion: Path, with_reference: bool = True) -> str:
     """A run's curves and its last validation's confusion matrix; returns the line that says where.
 
     Raises :class:`PlotsUnavailable` without matplotlib.
     """
-    plot_curves(history, curves)
+    plot_curves(history, curves, with_reference)
     plot_confusion(confusion_matrix(predicted, labels), names, confusion)
     return f"plots: {curves}, {confusion}"
 
@@ -58,9 +60,15 @@ def _reference_line(axis, values: list, epochs: range, label: str, style: str) -
     axis.plot([e for e, _ in points], [v for _, v in points], style, color="grey", label=label)
 
 
-def plot_curves(history: Dict[str, list], path: Path) -> None:
-    """Loss and accuracy per epoch, training and validation, with the reference's logged run."""
+def plot_curves(history: Dict[str, list], path: Path, with_reference: bool = True) -> None:
+    """Loss and accuracy per epoch, training and validation, with the reference's logged run (MNIST's).
+
+    Every point is on the chart: accuracy on a log-odds axis, which spreads 0.88, 0.98
+    and 0.9998 evenly (an accuracy of exactly 1 sits at the top edge).
+    """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     reference = reference_history()
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
     ours = range(1, len(history["loss"]) + 1)
@@ -68,17 +76,37 @@ def plot_curves(history: Dict[str, list], path: Path) -> None:
     for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
         axis.plot(ours, history[metric], "o-", color="tab:blue", label=f"training {metric}")
         axis.plot(ours, history["val_" + metric], "o-", color="tab:orange", label=f"validation {metric}")
-        _reference_line(axis, reference[metric], theirs, f"reference training {metric}", "--")
-        _reference_line(axis, reference["val_" + metric], theirs, f"reference validation {metric}", ":")
+        if with_reference:
+            _reference_line(axis, reference[metric], theirs, f"reference training {metric}", "--")
+            _reference_line(axis, reference["val_" + metric], theirs, f"reference validation {metric}", ":")
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     loss_axis.set_yscale("log")  # training loss spans three decades
-    accuracy_axis.set_ylim(0.95, 1.0)
-    figure.suptitle("torch_mnist vs the reference Keras run")
+    _log_odds_axis(accuracy_axis, [v for line in accuracy_axis.get_lines() for v in line.get_ydata()])
+    figure.suptitle("torch_mnist vs the reference Keras run" if with_reference else "torch_mnist")
     _save(figure, path)
     plt.close(figure)
+
+
+ACCURACY_TICKS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 0.99999)
+
+
+def _log_odds_axis(axis, values: List[float]) -> None:
+    """Accuracy on a log-odds axis spanning every value below 1 (a 1 sits on the top edge), plain ticks."""
+    from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
+
+    below_one = [v for v in values if 0 < v < 1] or [0.5, 0.99]
+    odds = [np.log(v / (1 - v)) for v in (min(below_one), max(below_one))]
+    margin = 0.08 * (odds[1] - odds[0]) + 0.1
+    low, high = (1 / (1 + np.exp(-x)) for x in (odds[0] - margin, odds[1] + margin))
+    axis.set_yscale("logit", nonpositive="clip")
+    axis.set_ylim(low, high)
+    axis.yaxis.set_major_locator(FixedLocator([t for t in ACCURACY_TICKS if low <= t <= high]))
+    axis.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.yaxis.set_minor_locator(NullLocator())
 
 
 def plot_confusion(matrix: np.ndarray, class_names: List[str], path: Path) -> None:

@@ -10,13 +10,14 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .config import AUTOCAST_DTYPES, KERAS_SEMANTICS, TrainConfig
+from .config import KERAS_SEMANTICS, TrainConfig
 from .data import Normalization
 from .losses import cross_entropy
 from .model import IMAGE_PIXELS, MLP
 from .optim import RMSprop
 
 NUM_CLASSES = 10  # every supported dataset has ten classes
+AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16}  # --amp: the dtype training forward passes run in
 LossFn = Callable[..., torch.Tensor]
 
 

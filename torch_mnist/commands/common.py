@@ -1,21 +1,18 @@
-"""What every command shares: running a ``main``, its flags, output checks, and a saved run reloaded."""
+"""What every command shares: running a ``main``, the parser and its common flags, output checks.
+
+Torch-free on purpose: a command parses its flags with only this loaded and
+imports the heavy modules afterwards, so ``--help`` and a bad flag answer at once.
+"""
 
 import argparse
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-import torch
-
-from ..batches import InMemoryBatches, decode
-from ..checkpoint import build_model, checkpoint_config, load_checkpoint
-from ..config import TrainConfig
-from ..data import dataset_info, load_mnist, resolve_data_root
+from ..datasets import dataset_info
 from ..errors import UserError
-from ..recipe import normalization_of
 
 Main = Callable[[Optional[List[str]]], int]
 
@@ -46,6 +43,21 @@ def script(main: Main) -> None:
     sys.exit(run_main(main))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with our error format: a bad flag is one ``error:`` line and exit code 2, like every other
+    mistake, instead of argparse's usage block. ``--help`` shows every default."""
+
+    def __init__(self, description: str):
+        super().__init__(description=description)
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see --help)")
+
+
+def class_names(dataset: str) -> List[str]:
+    return list(dataset_info(dataset).class_names)
+
+
 def data_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $TORCH_MNIST_DATA, else ./data)")
 
@@ -66,33 +78,3 @@ def check_output_path(path: Path, flag: str = "--out") -> None:
             pass
     except OSError as e:
         raise UserError(f"{flag} {path}: folder {folder} is not writable ({e.strerror})") from None
-
-
-def class_names(config: TrainConfig) -> List[str]:
-    return list(dataset_info(config.dataset).class_names)
-
-
-@dataclass
-class SavedRun:
-    """A checkpoint brought back with the test set it was validated on."""
-
-    config: TrainConfig
-    history: dict
-    model: torch.nn.Module
-    test: object  # the torchvision test split (its raw pixels draw the mistakes grid)
-    batches: InMemoryBatches
-
-    @property
-    def class_names(self) -> List[str]:
-        return class_names(self.config)
-
-
-def load_run(checkpoint_path: Path, data_dir: Optional[str], device: torch.device) -> SavedRun:
-    """The checkpoint's model and its dataset's test split, normalized as in training."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint_config(checkpoint)
-    test = load_mnist(resolve_data_root(data_dir), train=False, dataset=config.dataset)
-    split = decode(test, normalization_of(config), device)
-    # The run's own batch size, so the sums run in the same order as its validation did.
-    return SavedRun(config, checkpoint["history"], build_model(checkpoint, device), test,
-                    InMemoryBatches(split, config.batch_size))

@@ -6,20 +6,17 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
-from ..engine import evaluate
-from ..recipe import loss_of
-from ..runtime import resolve_device
-from .common import check_output_path, data_flag, device_flag, load_run
+from .common import Parser, check_output_path, data_flag, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Evaluate a checkpoint on the 10,000 MNIST test images.")
+    p = Parser("Evaluate a checkpoint on the 10,000 MNIST test images.")
     p.add_argument("--checkpoint", default="ckpt.pt", help="checkpoint written by train.py (default: ckpt.pt)")
     data_flag(p)
     device_flag(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--misclassified", metavar="GRID.png", help="write a grid of the wrongly classified images")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text (default: text)")
+    p.add_argument("--misclassified", metavar="GRID.png",
+                   help="write a grid of the wrongly classified images (default: none)")
     return p
 
 
@@ -27,6 +24,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.misclassified:
         check_output_path(Path(args.misclassified), "--misclassified")
+    from ..analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
+    from ..engine import evaluate  # the heavy imports, after the flags
+    from ..recipe import loss_of
+    from ..runtime import resolve_device
+    from .runs import load_run
+
     device = resolve_device(args.device)
     run = load_run(Path(args.checkpoint), args.data_dir, device)
     metrics = evaluate(run.model, run.batches, device, loss_of(run.config), keep_predictions=True)

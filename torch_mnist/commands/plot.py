@@ -1,36 +1,74 @@
-"""scripts/plot.py: redraw a run's curves and confusion matrix from its JSON history and checkpoint."""
+"""scripts/plot.py: redraw a run's curves from its JSON history, and its confusion matrix where it can."""
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..engine import evaluate
 from ..errors import UserError
-from ..plots import write_run_plots
-from ..recipe import loss_of
-from ..runtime import resolve_device
-from .common import check_output_path, data_flag, device_flag, load_run
+from ..history import HISTORY_KEYS
+from .common import Parser, check_output_path, class_names, data_flag, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Draw curves.png and confusion.png of a run from its ckpt.json.")
-    p.add_argument("history", help="the run's JSON (ckpt.json); its checkpoint (ckpt.pt) must lie beside it")
+    p = Parser("Draw a run's learning curves from its JSON history (ckpt.json), and its confusion matrix "
+               "when the checkpoint beside it and the test set are at hand.")
+    p.add_argument("history", help="the run's JSON history, written beside its checkpoint (ckpt.json)")
     data_flag(p)
     device_flag(p)
-    p.add_argument("--out-dir", help="where to write the PNGs (default: beside the JSON)")
+    p.add_argument("--out-dir", help="where to write the pictures, created if missing (default: beside the JSON)")
     return p
+
+
+def read_history(path: Path) -> dict:
+    """The JSON train.py writes beside a checkpoint: ``{"epoch", "config", "history"}``."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        run = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path}: not a JSON history; pass the .json that train.py writes beside its "
+                        "checkpoint") from None
+    history = run.get("history") if isinstance(run, dict) else None
+    if not isinstance(history, dict) or any(not isinstance(history.get(key), list) for key in HISTORY_KEYS):
+        raise UserError(f"{path}: JSON without a run's history (loss, accuracy, val_loss, val_accuracy per epoch)")
+    return run
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    history = Path(args.history)
-    if not history.is_file():
-        raise UserError(f"{history}: no such file")
-    out_dir = Path(args.out_dir) if args.out_dir else history.parent
-    check_output_path(out_dir / "curves.png", "--out-dir")
-    device = resolve_device(args.device)
-    run = load_run(history.with_suffix(".pt"), args.data_dir, device)
-    metrics = evaluate(run.model, run.batches, device, loss_of(run.config), keep_predictions=True)
-    print(write_run_plots(run.history, metrics["predicted"], metrics["labels"], run.class_names,
-                          out_dir / "curves.png", out_dir / "confusion.png"))
+    json_path = Path(args.history)
+    run = read_history(json_path)
+    out_dir = Path(args.out_dir) if args.out_dir else json_path.parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out-dir {out_dir}: cannot be created ({e.strerror})") from None
+    from ..plots import plot_confusion, plot_curves, plots_paths  # the heavy imports, after the flags
+
+    curves, confusion = plots_paths(json_path, out_dir)
+    check_output_path(curves, "--out-dir")
+    dataset = (run.get("config") or {}).get("dataset", "mnist")
+    plot_curves(run["history"], curves, with_reference=dataset == "mnist")
+    print(f"curves: {curves}")
+    try:  # the confusion matrix needs the model and the test set; the curves did not
+        matrix = _confusion(json_path.with_suffix(".pt"), args)
+    except UserError as e:
+        print(f"note: no confusion matrix: {e}", file=sys.stderr)
+        return 0
+    plot_confusion(matrix, class_names(dataset), confusion)
+    print(f"confusion matrix: {confusion}")
     return 0
+
+
+def _confusion(checkpoint: Path, args: argparse.Namespace):
+    from ..analysis import confusion_matrix
+    from ..engine import evaluate
+    from ..runtime import resolve_device
+    from .runs import load_run
+
+    device = resolve_device(args.device)
+    run = load_run(checkpoint, args.data_dir, device)
+    metrics = evaluate(run.model, run.batches, device, keep_predictions=True)
+    return confusion_matrix(metrics["predicted"], metrics["labels"])

@@ -6,23 +6,17 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
-from PIL import Image
-
-from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
-from ..files import atomic_write
-from ..predict import predict_files
-from ..runtime import resolve_device
-from .common import check_output_path, class_names, device_flag
+from .common import Parser, check_output_path, class_names, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Predict the digit in your own images (PNG, JPEG, BMP, GIF).")
+    p = Parser("Predict the digit in your own images (PNG, JPEG, BMP, GIF).")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--checkpoint", default="ckpt.pt", help="default: ckpt.pt")
+    p.add_argument("--checkpoint", default="ckpt.pt", help="checkpoint written by train.py (default: ckpt.pt)")
     device_flag(p)
-    p.add_argument("--json", action="store_true", help="print one JSON list, an object per image")
-    p.add_argument("--show-input", metavar="OUT.png", help="write the 28x28 images the model saw, side by side")
+    p.add_argument("--json", action="store_true", help="print one JSON list, an object per image (default: text)")
+    p.add_argument("--show-input", metavar="OUT.png",
+                   help="write the 28x28 images the model saw, side by side (default: none)")
     return p
 
 
@@ -31,6 +25,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.show_input:
         check_output_path(Path(args.show_input), "--show-input")
+    import numpy as np  # the heavy imports, after the flags
+    from PIL import Image
+
+    from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+    from ..files import atomic_write
+    from ..predict import predict_files
+    from ..runtime import resolve_device
+
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device = resolve_device(args.device)
     results = predict_files(build_model(checkpoint, device), [Path(p) for p in args.images],
@@ -38,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for result in results:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
-    names = class_names(checkpoint_config(checkpoint))
+    names = class_names(checkpoint_config(checkpoint).dataset)
     if args.json:
         print(json.dumps([{**result.to_dict(), **({"class_name": names[result.prediction]}
                                                   if result.error is None else {})} for result in results]))

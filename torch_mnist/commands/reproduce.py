@@ -6,23 +6,23 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..config import KERAS_SEMANTICS, TrainConfig
-from ..data import resolve_data_root
+from ..datasets import resolve_data_root
 from ..errors import UserError
-from ..plots import plot_seed_band
-from ..progress import Progress
-from ..reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table
-from ..runtime import resolve_device
-from .common import data_flag, device_flag
+from .common import Parser, check_output_path, data_flag, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="N seeds of the reference run, summarized beside the reference.")
+    p = Parser("N seeds of the reference run, summarized beside the reference.")
     p.add_argument("--seeds", type=int, default=5, help="number of runs, seeds 0..N-1 (default: 5)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS), default=TrainConfig.keras_semantics)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs,
+                   help=f"epochs of each run (default: {TrainConfig.epochs})")
+    p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS), default=TrainConfig.keras_semantics,
+                   help=f"as train.py's (default: {TrainConfig.keras_semantics})")
     data_flag(p)
     device_flag(p)
-    p.add_argument("--out-dir", default="runs/reproduce", help="checkpoints and summary.json go here")
+    p.add_argument("--out-dir", default="runs/reproduce",
+                   help="checkpoints, summary.json and seeds.png go here; created if missing "
+                        "(default: runs/reproduce)")
     return p
 
 
@@ -32,6 +32,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise UserError("--seeds must be at least 2 to measure a spread")
     config = TrainConfig(epochs=args.epochs, keras_semantics=args.keras_semantics).validate()
     out_dir = Path(args.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out-dir {out_dir}: cannot be created ({e.strerror})") from None
+    check_output_path(out_dir / "summary.json", "--out-dir")  # before the first of N runs, not after it
+    from ..plots import plot_seed_band  # the heavy imports, after the flags
+    from ..progress import Progress
+    from ..reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table
+    from ..runtime import resolve_device
+
     histories = run_seeds(config, list(range(args.seeds)), resolve_data_root(args.data_dir),
                           resolve_device(args.device), out_dir, Progress("quiet"))
     summary = summarize(histories)

@@ -7,20 +7,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
-from .. import distributed
-from ..config import AUTOCAST_DTYPES, DATASET_NAMES, KERAS_SEMANTICS, TrainConfig
-from ..batches import LOADERS
-from ..data import NORMALIZATIONS, resolve_data_root
-from ..distributed import Shard
-from ..engine import NonFiniteLossError
+from ..config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, TrainConfig
+from ..datasets import NORMALIZATIONS, resolve_data_root
 from ..errors import UserError
-from ..idx import verify_checksums
-from ..plots import PlotsUnavailable, plots_paths, write_run_plots
-from ..progress import Progress
-from ..reference import comparison_table
-from ..runtime import resolve_device
-from ..training import CheckpointWriter, RunResult, load_for_resume, run_training
-from .common import Terminated, check_output_path, class_names, data_flag, device_flag, raise_terminated
+from .common import Parser, Terminated, check_output_path, class_names, data_flag, device_flag, raise_terminated
 
 DEFAULTS = TrainConfig()
 # Flags that define the run's arithmetic: fixed by the checkpoint when resuming.
@@ -29,7 +19,7 @@ RUN_FLAGS = [f.name for f in fields(TrainConfig) if f.name != "epochs"]
 
 def parser() -> argparse.ArgumentParser:
     """Flags for train.py; every default comes from :class:`TrainConfig`."""
-    p = argparse.ArgumentParser(description="Train the reference MLP on MNIST (defaults: the Keras reference run).")
+    p = Parser("Train the reference MLP on MNIST (defaults: the Keras reference run).")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"total epochs of the run (default: {DEFAULTS.epochs}; when resuming, the checkpoint's)")
     p.add_argument("--batch-size", type=int, help=f"default: {DEFAULTS.batch_size}")
@@ -50,17 +40,20 @@ def parser() -> argparse.ArgumentParser:
                    help=f"RMSprop epsilon placement and loss clipping of that Keras generation "
                         f"(default: {DEFAULTS.keras_semantics})")
     p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model and the optimizer's update (first epoch includes compiling)")
-    p.add_argument("--amp", choices=tuple(AUTOCAST_DTYPES),
+                   help="torch.compile the model and the optimizer's update (first epoch includes compiling; "
+                        "default: off)")
+    p.add_argument("--amp", choices=AMP_MODES,
                    help=f"bf16: training forward passes under bfloat16 autocast (default: {DEFAULTS.amp})")
     data_flag(p)
     device_flag(p)
     p.add_argument("--out", help="checkpoint path (default: ckpt.pt, or the --resume path)")
     p.add_argument("--save-every", type=int, default=1, help="write the checkpoint every N epochs (default: 1)")
-    p.add_argument("--resume", help="continue the run saved in this checkpoint")
-    p.add_argument("--verify-data", action="store_true", help="check the MNIST files' official MD5 sums first")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--no-plots", action="store_true", help="skip the curves and confusion plots")
+    p.add_argument("--resume", help="continue the run saved in this checkpoint (default: a new run)")
+    p.add_argument("--verify-data", action="store_true",
+                   help="check the MNIST files' official MD5 sums first (default: off)")
+    p.add_argument("--quiet", action="store_true", help="no progress output (default: a bar in a terminal, "
+                                                          "a line per epoch in a log)")
+    p.add_argument("--no-plots", action="store_true", help="skip the curves and confusion plots (default: drawn)")
     return p
 
 
@@ -68,13 +61,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.save_every <= 0:
         raise UserError(f"--save-every must be a positive integer, got {args.save_every}")
+    config = None
+    if args.resume:
+        given = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} cannot be changed when resuming; the checkpoint fixes them")
+    else:
+        config = _config(args)  # every flag checked before torch is even imported
     out = Path(args.out or args.resume or "ckpt.pt")
     check_output_path(out)
+    from .. import distributed  # the heavy imports start here, after every flag is known to be sound
+    from ..distributed import Shard
+    from ..runtime import resolve_device
+
     shard, device = Shard(), None
     if distributed.launched_by_torchrun():
         shard, device = distributed.init(args.device)
     try:
-        return _train(args, out, shard, device or resolve_device(args.device))
+        return _train(args, config, out, shard, device or resolve_device(args.device))
     finally:
         distributed.shutdown(shard)
 
@@ -86,15 +90,15 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{**DEFAULTS.to_dict(), **overrides}).validate()
 
 
-def _train(args: argparse.Namespace, out: Path, shard: Shard, device) -> int:
+def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, shard, device) -> int:
+    from ..engine import NonFiniteLossError
+    from ..idx import verify_checksums
+    from ..progress import Progress
+    from ..training import CheckpointWriter, load_for_resume, run_training
+
     resume = None
     if args.resume:
-        given = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name) is not None]
-        if given:
-            raise UserError(f"{', '.join(given)} cannot be changed when resuming; the checkpoint fixes them")
         resume, config = load_for_resume(Path(args.resume), args.epochs)
-    else:
-        config = _config(args)
     data_root = resolve_data_root(args.data_dir)
     if args.verify_data:
         if config.dataset != "mnist":
@@ -121,22 +125,25 @@ def _train(args: argparse.Namespace, out: Path, shard: Shard, device) -> int:
     return 0
 
 
-def _report(result: RunResult, config: TrainConfig, out: Path, plots: bool) -> None:
+def _report(result, config: TrainConfig, out: Path, plots: bool) -> None:
+    from ..plots import PlotsUnavailable, plots_paths, write_run_plots
+    from ..reference import comparison_table
+
     history = result.history
     if config.dataset == "mnist":  # the reference's figures are MNIST's
         print(comparison_table(history))
     print(f"checkpoint: {out} (history: {out.with_suffix('.json')})")
     if plots:
         try:  # from the run still in memory: no checkpoint or test set to read again
-            print(write_run_plots(history, result.predicted, result.labels, class_names(config),
-                                  *plots_paths(out)))
+            print(write_run_plots(history, result.predicted, result.labels, class_names(config.dataset),
+                                  *plots_paths(out), with_reference=config.dataset == "mnist"))
         except PlotsUnavailable as e:
             print(f"plots skipped: {e}")
     print(f"loss: {history['val_loss'][-1]}")
     print(f"acc: {history['val_accuracy'][-1]}")
 
 
-def _saved_note(writer: CheckpointWriter, out: Path, resume: Optional[dict], config: TrainConfig) -> str:
+def _saved_note(writer, out: Path, resume: Optional[dict], config: TrainConfig) -> str:
     """Where the last complete epoch is, and the command that continues from it."""
     epoch = writer.saved_epoch if writer.saved_epoch is not None else (resume or {}).get("epoch")
     if epoch is None:

@@ -1,0 +1,79 @@
+"""The command line's common contract: instant --help, one error format, every default shown."""
+
+import json
+import sys
+
+import pytest
+
+from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, train
+from torch_mnist.commands.common import Parser
+
+from conftest import REPO, assert_one_line_error_in_process, run_command
+
+COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "plot": plot, "benchmark": benchmark,
+            "reproduce": reproduce, "prepare_data": prepare}
+
+# In a fresh interpreter: the script's --help, then a bad flag, then which heavy modules got imported.
+PROBE = """
+import contextlib, io, json, runpy, sys
+script = sys.argv[1]
+codes = []
+for argv in (["--help"], ["--no-such-flag"]):
+    sys.argv = [script, *argv]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            codes.append([e.code, err.getvalue()])
+print(json.dumps({"codes": codes, "heavy": sorted(m for m in ("torch", "torchvision", "numpy", "PIL")
+                                                   if m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_and_a_bad_flag_answer_without_importing_torch(name):
+    result = run_command([sys.executable, "-c", PROBE, REPO / "scripts" / f"{name}.py"], timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (help_code, _), (bad_code, bad_err) = report["codes"]
+    assert help_code == 0 and bad_code == 2
+    # (commands with required arguments name those first)
+    assert bad_err.startswith("error: ") and bad_err.endswith(" (see --help)\n") and bad_err.count("\n") == 1
+    assert report["heavy"] == []
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["--epochs", "1.5"], "argument --epochs: invalid int value: '1.5'"),
+    (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+    (["--hidden"], "argument --hidden: expected at least one argument"),
+])
+def test_flag_type_errors_are_one_line(flags, message, capsys, tmp_path):
+    assert_one_line_error_in_process(train.main, [*flags, "--out", tmp_path / "c.pt"], capsys, message)
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_a_missing_required_flag_is_one_line(capsys):
+    assert_one_line_error_in_process(prepare.main, ["--source", "x"], capsys,
+                                     "the following arguments are required: --dataset")
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_flag_says_its_default(name):
+    parser = COMMANDS[name].parser()
+    assert isinstance(parser, Parser)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and ("default" in action.help or "required" in action.help), \
+                f"{name} {action.option_strings[0]}: {action.help!r}"
+
+
+def test_one_device_default_everywhere():
+    defaults = {name: action.default for name, module in COMMANDS.items() for action in module.parser()._actions
+                if action.dest == "device"}
+    assert set(defaults.values()) == {"auto"} and "predict" in defaults
+
+
+def test_benchmark_variants_are_the_library_s():
+    from torch_mnist.benchmark import VARIANTS
+    assert benchmark.VARIANTS == tuple(VARIANTS)
