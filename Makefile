@@ -28,10 +28,10 @@ evaluate: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Every module on synthetic data, in this process: no real-data epochs, torchrun, torch.compile, Keras or
-# script subprocesses (see setup.cfg's markers).
+# Every module on synthetic data, in this process: no real-data epochs, torchrun, torch.compile, Keras,
+# script subprocesses or fuzzing (see setup.cfg's markers).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras or scripts)"
+	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras or scripts or fuzz)"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py --out bench.json

@@ -1,11 +1,16 @@
+import copy
 import os
 import pickle
+import re
 
 import pytest
 import torch
 
 from torch_mnist import MLP, RMSprop, TrainConfig, UserError, build_model, load_checkpoint, save_checkpoint
 from torch_mnist.checkpoint import make_checkpoint
+from torch_mnist.errors import Note
+
+from conftest import save_with_digest
 
 
 def _checkpoint(hidden=512):
@@ -77,7 +82,7 @@ class TestRefusals:
     def test_weights_of_another_size_are_refused(self, tmp_path):
         _, checkpoint = _checkpoint(hidden=64)
         checkpoint["config"]["hidden"] = [512]  # weights of 64 units, configured as 512
-        torch.save(checkpoint, tmp_path / "odd.pt")
+        save_with_digest(checkpoint, tmp_path / "odd.pt")
         with pytest.raises(UserError, match=r"fc1.weight has shape \(64, 784\), but the configured model "
                                             r"\(hidden \[512\]\) needs \(512, 784\)"):
             load_checkpoint(tmp_path / "odd.pt")
@@ -85,14 +90,22 @@ class TestRefusals:
     def test_a_huge_configured_model_is_refused_before_anything_is_allocated(self, tmp_path):
         _, checkpoint = _checkpoint(hidden=64)
         checkpoint["config"]["hidden"] = [10 ** 12]  # 784 * 10**12 floats: it would never fit
-        torch.save(checkpoint, tmp_path / "huge.pt")
-        with pytest.raises(UserError, match=r"needs \(1000000000000, 784\)"):
+        save_with_digest(checkpoint, tmp_path / "huge.pt")
+        with pytest.raises(UserError, match=r"invalid configuration in checkpoint: --hidden must be 1 to 64 layer "
+                                            r"widths from 1 to 65536"):
             load_checkpoint(tmp_path / "huge.pt")
+        checkpoint["config"]["hidden"] = [65536] * 64  # within bounds, but not what the weights are
+        save_with_digest(checkpoint, tmp_path / "large.pt")
+        with pytest.raises(UserError, match=r"the weights do not match the configured model \(hidden 65536, "
+                                            r"65536, 65536, 65536 and 60 more\): missing fc10.bias, fc10.weight, "
+                                            r"fc11.bias and 123 more, unexpected none$"):
+            load_checkpoint(tmp_path / "large.pt")
 
     def test_version_1_checkpoints_still_load(self, tmp_path):
         model, checkpoint = _checkpoint(hidden=64)
         torch.save(_version_1(checkpoint), tmp_path / "old.pt")
-        loaded = load_checkpoint(tmp_path / "old.pt")
+        with pytest.warns(Note, match="without a digest: its contents cannot be verified"):
+            loaded = load_checkpoint(tmp_path / "old.pt")
         assert "architecture" not in loaded and "normalization" not in loaded  # derived from the config now
         images = torch.rand(8, 784)
         assert torch.equal(build_model(loaded)(images), model.eval()(images))
@@ -108,7 +121,7 @@ class TestRefusals:
         old = _version_1(checkpoint)
         old[key] = value
         torch.save(old, tmp_path / "old.pt")
-        with pytest.raises(UserError, match=message):
+        with pytest.raises(UserError, match=message), pytest.warns(Note):
             load_checkpoint(tmp_path / "old.pt")
 
     def test_foreign_state_dict_is_refused(self, tmp_path):
@@ -119,14 +132,14 @@ class TestRefusals:
     def test_newer_format_is_refused(self, tmp_path):
         _, checkpoint = _checkpoint()
         checkpoint["format_version"] = 99
-        torch.save(checkpoint, tmp_path / "new.pt")
+        save_with_digest(checkpoint, tmp_path / "new.pt")
         with pytest.raises(UserError, match="format version 99 is not supported"):
             load_checkpoint(tmp_path / "new.pt")
 
     def test_missing_keys_are_named(self, tmp_path):
         _, checkpoint = _checkpoint()
         del checkpoint["optimizer_state"]
-        torch.save(checkpoint, tmp_path / "partial.pt")
+        save_with_digest(checkpoint, tmp_path / "partial.pt")
         with pytest.raises(UserError, match="lacks optimizer_state"):
             load_checkpoint(tmp_path / "partial.pt")
 
@@ -161,3 +174,71 @@ class TestRefusals:
         assert str(path) in str(error.value) and "\n" not in str(error.value)
         said = str(error.value).replace(str(path.with_suffix(".pt")), "").replace(str(path), "")
         assert "weights_only" not in said and len(said) < 120  # a short clause, no torch internals
+
+
+class TestDamage:
+    def _saved(self, tmp_path):
+        _, checkpoint = _checkpoint(hidden=64)
+        save_checkpoint(checkpoint, tmp_path / "ckpt.pt")
+        return tmp_path / "ckpt.pt"
+
+    def test_an_overwritten_byte_in_a_weight_is_noticed(self, tmp_path):
+        path = self._saved(tmp_path)
+        data = bytearray(path.read_bytes())
+        weight = torch.load(path, weights_only=True)["model_state"]["fc1.weight"]
+        offset = data.find(weight.flatten()[:4].numpy().tobytes())  # the tensor's bytes, inside the zip
+        assert offset > 0
+        data[offset + 2] ^= 0x01  # one flipped bit in the first weight: torch loads it without complaint
+        path.write_bytes(bytes(data))
+        assert not torch.equal(torch.load(path, weights_only=True)["model_state"]["fc1.weight"], weight)
+        with pytest.raises(UserError, match="damaged: its contents differ from the digest recorded when it was "
+                                            "saved"):
+            load_checkpoint(path)
+
+    def test_the_digest_covers_every_field(self, tmp_path):
+        from torch_mnist.integrity import content_digest
+        _, checkpoint = _checkpoint(hidden=64)
+        reference = content_digest(checkpoint)
+        changed = dict(checkpoint, epoch=2)
+        assert content_digest(changed) != reference
+        history = {**checkpoint["history"], "loss": [0.30000000000000004]}  # the last bit of a figure
+        assert content_digest(dict(checkpoint, history=history)) != reference
+        optimizer_state = copy.deepcopy(checkpoint["optimizer_state"])
+        optimizer_state["state"][0]["square_avg"][0, 0] += 1e-9
+        assert content_digest(dict(checkpoint, optimizer_state=optimizer_state)) != reference
+
+    @pytest.mark.parametrize("field, value, message", [
+        ("epoch", -1, "epoch -1 is not a count of epochs between 0 and the run's 1"),
+        ("epoch", "1", "epoch '1' is not a count of epochs"),
+        ("epoch", 5, "epoch 5 is not a count of epochs between 0 and the run's 1"),
+        ("history", {"loss": [0.1]}, "the history is not 1 finite figures for each of"),
+        ("history", {"loss": ["x"], "accuracy": [1], "val_loss": [1], "val_accuracy": [1]}, "the history is not"),
+        ("history", {"loss": [float("nan")], "accuracy": [1], "val_loss": [1], "val_accuracy": [1]},
+         "the history is not"),
+        ("optimizer_state", {}, "optimizer_state is not RMSprop's state for this model"),
+        ("optimizer_state", "nothing", "optimizer_state is not RMSprop's state for this model"),
+        ("rng_state", torch.zeros(3, dtype=torch.uint8), "rng_state is not a random generator's state"),
+        ("torch_rng_state", [1, 2], "torch_rng_state is not a random generator's state"),
+        ("config", "hello", "invalid configuration in checkpoint: a configuration is a mapping"),
+        ("config", {"lr": "fast"}, "invalid configuration in checkpoint: --lr must be a positive number"),
+        ("model_state", [1, 2], "model_state is a list, not the model's weights by name"),
+    ])
+    def test_right_keys_with_wrong_values_are_refused(self, tmp_path, field, value, message):
+        _, checkpoint = _checkpoint(hidden=64)
+        if field == "config" and isinstance(value, dict):
+            value = {**checkpoint["config"], **value}
+        save_with_digest({**checkpoint, field: value}, tmp_path / "odd.pt")
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_checkpoint(tmp_path / "odd.pt")
+
+    @pytest.mark.parametrize("change, message", [
+        (lambda state: state["param_groups"][0].update(lr=0.5), "optimizer_state's hyperparameters"),
+        (lambda state: state["state"][0].update(square_avg=torch.zeros(3)), "no usable squared-gradient average"),
+        (lambda state: state["state"].update({7: {"square_avg": torch.zeros(3)}}), "for parameter 7"),
+    ])
+    def test_an_optimizer_state_that_does_not_fit_is_refused(self, tmp_path, change, message):
+        _, checkpoint = _checkpoint(hidden=64)
+        change(checkpoint["optimizer_state"])
+        save_with_digest(checkpoint, tmp_path / "odd.pt")
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_checkpoint(tmp_path / "odd.pt")

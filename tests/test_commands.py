@@ -77,3 +77,20 @@ def test_one_device_default_everywhere():
 def test_benchmark_variants_are_the_library_s():
     from torch_mnist.benchmark import VARIANTS
     assert benchmark.VARIANTS == tuple(VARIANTS)
+
+
+def test_benchmark_checks_its_output_before_measuring(synthetic_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch_mnist.benchmark.run_benchmark", lambda *a, **k: pytest.fail("measured anyway"))
+    assert_one_line_error_in_process(benchmark.main, ["--data-dir", synthetic_root, "--out",
+                                                      tmp_path / "missing" / "dir" / "bench.json"], capsys,
+                                     "--out", "does not exist")
+
+
+@pytest.mark.parametrize("out_dir, message", [
+    ("/proc/torch_mnist_runs", "--out-dir /proc/torch_mnist_runs: cannot be created"),
+    ("/proc", "--out-dir /proc/summary.json: folder /proc is not writable"),  # exists, takes no files
+])
+def test_reproduce_checks_its_folder_before_the_first_run(synthetic_root, capsys, monkeypatch, out_dir, message):
+    monkeypatch.setattr("torch_mnist.reproduce.run_seeds", lambda *a, **k: pytest.fail("trained anyway"))
+    assert_one_line_error_in_process(reproduce.main, ["--seeds", 2, "--data-dir", synthetic_root,
+                                                      "--out-dir", out_dir], capsys, message)

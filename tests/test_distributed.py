@@ -1,23 +1,22 @@
 """torchrun data-parallel training (gloo, 2 processes) against the single-process run."""
 
 import json
+import re
 import sys
 
 import pytest
 import torch
 
 from torch_mnist import UserError
-from torch_mnist.distributed import Shard, check_divisible
+from torch_mnist.distributed import Shard, check_divisible, dropout_seed, rank_device
 
 from conftest import REPO, make_synthetic_root, run_command, run_script
 
-pytestmark = pytest.mark.torchrun
 
-
-def torchrun(*args, nproc=2):
+def torchrun(*args, nproc=2, script=REPO / "scripts" / "train.py", timeout=300):
     """scripts/train.py under torchrun on the CPU (gloo), whatever GPUs the machine has."""
     return run_command([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                        REPO / "scripts" / "train.py", "--device", "cpu", *args])
+                        script, "--device", "cpu", *args], timeout=timeout)
 
 
 class TestSharding:
@@ -27,6 +26,27 @@ class TestSharding:
         assert Shard(1, 2).of(batch).tolist() == [4, 5, 6, 7]
         assert Shard().of(batch) is batch
 
+    @pytest.mark.parametrize("spec, local_world_size, gpus, expected", [
+        ("cpu", 2, 4, "cpu"),
+        ("auto", 2, 0, "cpu"),
+        ("auto", 2, 2, "cuda:1"),
+        ("cuda", 2, 2, "cuda:1"),
+    ])
+    def test_each_rank_gets_its_device(self, spec, local_world_size, gpus, expected):
+        assert str(rank_device(spec, 1, local_world_size, gpus)) == expected
+
+    @pytest.mark.parametrize("spec, local_world_size, gpus, message", [
+        ("cuda:3", 2, 4, "--device cuda:3: under torchrun each process uses the GPU of its LOCAL_RANK"),
+        ("tpu", 2, 4, "--device 'tpu' is not a device under torchrun"),
+        ("cuda", 2, 0, "--device cuda: CUDA is not available on this machine"),
+        ("cuda", 4, 2, "--device cuda: 4 processes on this node but 2 GPU(s); one GPU per process: "
+                       "--nproc_per_node 2"),
+        ("auto", 2, 1, "2 processes on this node but 1 GPU(s)"),  # two ranks on one GPU fail inside NCCL
+    ])
+    def test_devices_no_rank_could_use_are_refused_before_joining(self, spec, local_world_size, gpus, message):
+        with pytest.raises(UserError, match=re.escape(message)):
+            rank_device(spec, 0, local_world_size, gpus)
+
     def test_batches_must_divide(self):
         check_divisible(60000, 128, 2)  # 128 and the last 96 both divide by 2
         with pytest.raises(UserError, match="both must divide by the 3 processes"):
@@ -35,6 +55,7 @@ class TestSharding:
             check_divisible(600, 128, 16)
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("semantics, tolerance", [("keras3", 1e-6), ("keras2", 1e-5)])
 def test_an_epoch_with_a_short_last_batch_matches_single_process(tmp_path, semantics, tolerance):
     # 600 images in batches of 128: four full steps and a last one of 88, 44 per rank.
@@ -54,6 +75,7 @@ def test_an_epoch_with_a_short_last_batch_matches_single_process(tmp_path, seman
     assert parallel.stdout.count("loss: ") == 1  # only rank 0 reports
 
 
+@pytest.mark.torchrun
 def test_uneven_shares_are_rejected_on_every_rank(tmp_path):
     root = make_synthetic_root(tmp_path / "data", train=600, test=200)
     # 600 images in batches of 101: 2 processes cannot split 101 evenly.
@@ -67,13 +89,40 @@ def test_uneven_shares_are_rejected_on_every_rank(tmp_path):
     assert not (tmp_path / "d.pt").exists()
 
 
-def test_resume_under_torchrun_equals_one_go(tmp_path):
-    root = make_synthetic_root(tmp_path / "data", train=512, test=200)  # 4 steps per epoch
-    flags = ["--data-dir", root, "--quiet", "--no-plots"]
+@pytest.mark.torchrun
+def test_a_nan_on_one_rank_ends_every_rank_together(tmp_path):
+    root = make_synthetic_root(tmp_path / "data", train=600, test=200)
+    # Well inside the 2-minute collective timeout: a rank left waiting would show as a timeout here.
+    result = torchrun("--data-dir", root, "--epochs", 3, "--out", tmp_path / "c.pt", "--quiet", "--no-plots",
+                      script=REPO / "tests" / "torchrun_nan_on_rank_1.py", timeout=100)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: the loss was not finite at epoch 1, step 2; the run diverged - try a smaller --lr "
+                      "(the reference uses 0.001); no epoch completed, so no checkpoint was written"], result.stderr
+    assert "Timeout" not in result.stderr and "watchdog" not in result.stderr.lower()
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.torchrun
+def test_dropout_masks_differ_across_ranks_and_a_dropout_run_resumes_bit_for_bit(tmp_path):
+    root = make_synthetic_root(tmp_path / "data", train=512, test=200)
+    flags = ["--data-dir", root, "--quiet", "--no-plots", "--hidden", 32, "--dropout", 0.5]
     assert torchrun(*flags, "--epochs", 2, "--out", tmp_path / "one.pt").returncode == 0
     assert torchrun(*flags, "--epochs", 1, "--out", tmp_path / "two.pt").returncode == 0
+    split = torch.load(tmp_path / "two.pt", weights_only=True)
+    rank0, rank1 = split["rank_rng_states"]["torch"]
+    assert not torch.equal(rank0, rank1)  # each rank its own dropout stream, so its own masks
     resumed = torchrun("--quiet", "--no-plots", "--data-dir", root, "--epochs", 2, "--resume", tmp_path / "two.pt")
     assert resumed.returncode == 0, resumed.stderr
     one = json.loads((tmp_path / "one.json").read_text())
     two = json.loads((tmp_path / "two.json").read_text())
-    assert two["epoch"] == 2 and two["history"] == one["history"]
+    assert two["history"] == one["history"]
+    one_weights = torch.load(tmp_path / "one.pt", weights_only=True)["model_state"]
+    two_weights = torch.load(tmp_path / "two.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(one_weights[name], two_weights[name]) for name in one_weights)
+
+
+def test_each_rank_has_its_own_dropout_seed():
+    seeds = [dropout_seed(0, rank) for rank in range(4)]
+    assert seeds[0] == 0 and len(set(seeds)) == 4  # rank 0 keeps the run's seed: one process is unchanged
+    assert dropout_seed(1, 1) != dropout_seed(0, 1) and all(0 <= s < 2 ** 64 for s in seeds)

@@ -64,12 +64,22 @@ class TestTrainOneEpoch:
         assert error.value.epoch == 3 and 1 <= error.value.step <= 19
         assert "epoch 3, step" in str(error.value) and "--lr" in str(error.value)
 
-    def test_meter_finds_the_first_bad_step(self):
+    def test_meter_reads_weighted_means_and_the_first_bad_step_at_once(self):
         meter = EpochMeter(4, CPU)
-        for step, value in enumerate([1.0, 2.0, float("nan"), 3.0]):
-            meter.record(step, torch.tensor(value), torch.zeros(2, 10), torch.zeros(2, dtype=torch.long))
-        with pytest.raises(NonFiniteLossError, match="epoch 7, step 3"):
-            meter.check_finite(7)
+        for step, (value, size) in enumerate([(1.0, 4), (2.0, 4), (float("nan"), 4), (3.0, 2)]):
+            meter.record(step, torch.tensor(value), torch.zeros(size, 10), torch.zeros(size, dtype=torch.long))
+            if step == 1:
+                assert meter.read() == {"loss": 1.5, "accuracy": 1.0, "non_finite_step": 0}
+        assert meter.read()["non_finite_step"] == 3
+        with pytest.raises(NonFiniteLossError, match="the loss became nan at epoch 7, step 3"):
+            raise meter.non_finite_error(7, 3)
+
+    def test_under_ddp_a_bad_step_is_reported_not_raised(self, synthetic_root):
+        train_set, _ = _splits(synthetic_root)
+        model, optimizer = _model_and_optimizer(lr=1e20)
+        figures = train_one_epoch(model, InMemoryBatches(train_set, 32, torch.Generator().manual_seed(0)),
+                                  optimizer, CPU, stop_on_non_finite=False)
+        assert 1 <= figures["non_finite_step"] <= 19  # the ranks decide together, after the epoch
 
 
 class TestEvaluate:

@@ -63,3 +63,18 @@ class TestIdxChecks:
 
     def test_checksums_of_the_real_files(self, real_root):
         verify_checksums(real_root / "MNIST" / "raw")
+
+
+def test_an_unreadable_file_is_named(raw, monkeypatch):
+    import builtins
+    locked = raw / "t10k-labels-idx1-ubyte"
+    real_open = builtins.open
+
+    def open_refusing_one(path, *args, **kwargs):  # as chmod 000 does to anyone but root
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_refusing_one)
+    with pytest.raises(UserError, match=f"^{locked}: cannot be read \\(Permission denied\\)$"):
+        check_split(raw, "test")

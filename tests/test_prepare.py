@@ -12,7 +12,7 @@ from torch_mnist.prepare import prepare_dataset
 
 from torch_mnist.commands.prepare import main as prepare_main
 
-from conftest import assert_one_line_error, run_in_process, run_script
+from conftest import assert_one_line_error, assert_one_line_error_in_process, run_in_process, run_script
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -75,3 +75,9 @@ def test_debian_fashion_mnist_installs_with_its_statistics_and_trains_one_epoch(
     accuracy = float(evaluated.stdout.splitlines()[1].split(": ")[1])
     assert accuracy >= 0.80
     assert "Ankle boot" in evaluated.stdout and "T-shirt/top" in evaluated.stdout  # its own class names
+
+
+def test_an_unwritable_data_root_is_one_line(synthetic_root, capsys):
+    # /proc takes no new folders, even from root.
+    args = ["--dataset", "mnist", "--source", synthetic_root / "MNIST" / "raw", "--data-dir", "/proc/torch_mnist"]
+    assert_one_line_error_in_process(prepare_main, args, capsys, "--data-dir /proc/torch_mnist: cannot write")

@@ -11,7 +11,7 @@ def _epoch(mode):
     progress = Progress(mode, stream)
     progress.start_epoch(3, 20, 469)
     progress._last_refresh = 0.0  # as if the last redraw were long ago: the next show() draws
-    progress.show(100, lambda: {"loss": 0.5, "accuracy": 0.9})
+    progress.show(100, {"loss": 0.5, "accuracy": 0.9})
     progress.end_epoch(METRICS)
     return stream.getvalue()
 
@@ -44,5 +44,5 @@ class TestProgress:
         progress.start_epoch(1, 1, 469)
         assert (progress._bar.ncols, progress._bar.nrows) == (120, 24)
         progress._last_refresh = 0.0
-        progress.show(100, lambda: {"loss": 0.5})
+        progress.show(100, {"loss": 0.5})
         assert "100/469 [" in stream.getvalue()

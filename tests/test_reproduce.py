@@ -75,5 +75,6 @@ class TestRunSeeds:
 
     def test_script_needs_two_seeds(self, synthetic_root, tmp_path, capsys):
         args = ["--seeds", 1, "--data-dir", synthetic_root, "--out-dir", tmp_path / "r"]
-        assert_one_line_error_in_process(reproduce_main, args, capsys, "--seeds must be at least 2")
+        assert_one_line_error_in_process(reproduce_main, args, capsys,
+                                         "--seeds must be from 2 (to measure a spread) to 1000, got 1")
         assert not (tmp_path / "r").exists()

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error_in_process, run_in_process, run_script
+from conftest import REPO, assert_one_line_error_in_process, run_in_process, run_script, save_with_digest
 from torch_mnist import TrainConfig, load_checkpoint, run_training, training
 from torch_mnist.commands.train import main as train_main
 from torch_mnist.commands.evaluate import main as evaluate_main
@@ -48,8 +48,11 @@ class TestTrainScript:
         assert not (tmp_path / "c.pt").exists()
 
     @pytest.mark.parametrize("flags, message", [
-        (["--epochs", "0"], "--epochs must be a positive integer"),
-        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--epochs", "0"], "--epochs must be an integer from 1 to 1000000000, got 0"),
+        (["--batch-size", "-1"], "--batch-size must be an integer from 1 to 1000000000, got -1"),
+        (["--seed", str(2 ** 70)], f"--seed must be an integer from 0 to {2 ** 64 - 1}, got {2 ** 70}"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to"),
+        (["--hidden", "70000"], "--hidden must be 1 to 64 layer widths from 1 to 65536"),
         (["--lr", "0"], "--lr must be a positive number"),
         (["--lr", "nan"], "--lr must be a positive number"),
         (["--save-every", "0"], "--save-every must be a positive integer"),
@@ -130,6 +133,15 @@ class TestTrainScript:
         two = json.loads((tmp_path / "two.json").read_text())
         assert two["history"] == one["history"] and two["epoch"] == 3
 
+    def test_resume_with_zero_epochs_is_refused_not_read_as_twenty(self, synthetic_root, tmp_path, capsys):
+        out = tmp_path / "c.pt"
+        assert run_in_process(train_main, ["--data-dir", synthetic_root, "--epochs", 1, "--quiet", "--no-plots",
+                                           "--out", out], capsys).returncode == 0
+        before = out.read_bytes()
+        assert_one_line_error_in_process(train_main, ["--data-dir", synthetic_root, "--resume", out, "--epochs", 0],
+                                         capsys, "--epochs must be an integer from 1 to")
+        assert out.read_bytes() == before
+
     def test_resume_refuses_changed_hyperparameters(self, synthetic_root, tmp_path, capsys):
         trained = run_in_process(train_main, ["--data-dir", synthetic_root, "--epochs", 1, "--quiet", "--no-plots",
                                               "--out", tmp_path / "c.pt"], capsys)
@@ -145,7 +157,8 @@ class TestTrainScript:
     def test_signal_stops_cleanly_and_keeps_last_epoch(self, synthetic_root, tmp_path, sig, code, processes):
         out = tmp_path / "c.pt"
         process = processes.start([sys.executable, str(REPO / "scripts" / "train.py"), "--data-dir",
-                                   str(synthetic_root), "--epochs", "100000", "--out", str(out), "--quiet"])
+                                   str(synthetic_root), "--epochs", "100000", "--out", str(out), "--quiet",
+                                   "--device", "cpu"])
         deadline = time.monotonic() + 120
         while not out.with_suffix(".json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # wait for the first epoch's checkpoint
@@ -156,7 +169,8 @@ class TestTrainScript:
         assert len(lines) == 1 and "Traceback" not in stderr
         epoch = json.loads(out.with_suffix(".json").read_text())["epoch"]
         assert lines[0] == (f"interrupted: epoch {epoch} is saved in {out}; continue with: "
-                            f"python scripts/train.py --resume {out} --epochs 100000")
+                            f"python scripts/train.py --resume {out} --epochs 100000 --data-dir {synthetic_root} "
+                            f"--device cpu")  # everything needed to continue on the same data and device
         assert torch.load(out, weights_only=True)["epoch"] == epoch
 
 
@@ -192,7 +206,7 @@ def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_pa
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--hidden", "0"], "--hidden must be one or more positive integers"),
+    (["--hidden", "0"], "--hidden must be 1 to 64 layer widths from 1 to 65536, got [0]"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
 ])
 def test_bad_variant_flags(synthetic_root, tmp_path, flags, message, capsys):
@@ -213,7 +227,7 @@ def test_evaluate_refuses_a_damaged_checkpoint_without_touching_it(synthetic_roo
     else:
         checkpoint = torch.load(out, weights_only=True)
         checkpoint["config"]["hidden"] = [256]  # weights of 512 units, claiming 256
-        torch.save(checkpoint, out)
+        save_with_digest(checkpoint, out)
     before = out.read_bytes()
     assert_one_line_error_in_process(evaluate_main, ["--checkpoint", out, "--data-dir", synthetic_root], capsys,
                                      str(out), message)

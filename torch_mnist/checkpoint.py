@@ -1,11 +1,13 @@
 """Checkpoints: the format, safe loading (``weights_only``), validation, and restoring a run from one.
 
-Format version 2 stores the configuration once; the model's architecture and
-the input normalization derive from it. Version 1 files, which also stored
-those two, still load when they agree with their configuration.
+Format version 2 stores the configuration once (the model's architecture and
+the input normalization derive from it) and a SHA-256 digest of everything it
+holds. Version 1 files, which also stored those two and no digest, still load
+when they agree with their configuration, with a note that they are unverified.
 """
 
 import json
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -14,11 +16,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import KERAS_SEMANTICS, TrainConfig
 from .data import Normalization
-from .errors import UserError
+from .errors import Note, UserError
 from .files import atomic_write, signals_deferred
 from .history import HISTORY_KEYS, History
+from .integrity import DIGEST_KEY, content_digest
 from .recipe import build_model as build_configured_model
 from .model import IMAGE_PIXELS
 from .recipe import NUM_CLASSES, normalization_of, weight_shapes
@@ -26,15 +29,16 @@ from .recipe import NUM_CLASSES, normalization_of, weight_shapes
 FORMAT = "torch_mnist.checkpoint"
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format", "format_version", "config", "epoch", "history", "model_state", "optimizer_state",
-                 "rng_state")
+                 "rng_state", DIGEST_KEY)
 VERSION_1_KEYS = ("architecture", "normalization")  # derived from the config since version 2
 
 
 def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
-                    history: History, generator: torch.Generator) -> dict:
+                    history: History, generator: torch.Generator, rank_rng_states: Optional[dict] = None) -> dict:
     """A snapshot of the run after ``epoch``: tensors and plain Python values only.
 
-    Tensors are copied, so the snapshot stays valid while training goes on.
+    Tensors are copied, so the snapshot stays valid while training goes on. Under torchrun,
+    ``rank_rng_states`` holds every rank's dropout streams (``{"torch": [...], "cuda": [...]}``).
     """
     device = next(model.parameters()).device
     return {
@@ -48,6 +52,7 @@ def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, config: 
         "rng_state": generator.get_state(),  # the shuffling generator, so resume reshuffles the same
         "torch_rng_state": torch.get_rng_state(),  # dropout's generator
         **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+        **({"rank_rng_states": rank_rng_states} if rank_rng_states is not None else {}),
     }
 
 
@@ -67,6 +72,7 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
     A signal waits for both files, so the two never describe different epochs.
     """
     summary = {key: checkpoint[key] for key in ("epoch", "config", "history")}
+    checkpoint = {**checkpoint, DIGEST_KEY: content_digest(checkpoint)}
     with signals_deferred():
         atomic_write(path, lambda f: torch.save(checkpoint, f))
         atomic_write(history_path(path), lambda f: f.write(json.dumps(summary, indent=2).encode() + b"\n"))
@@ -144,9 +150,16 @@ def validate_checkpoint(checkpoint, path: Path) -> dict:
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format version {version!r} is not supported "
                         f"(this torch_mnist reads 1 to {FORMAT_VERSION}); upgrade torch_mnist")
-    missing = [key for key in REQUIRED_KEYS + (VERSION_1_KEYS if version == 1 else ()) if key not in checkpoint]
+    required = REQUIRED_KEYS if version > 1 else tuple(k for k in REQUIRED_KEYS if k != DIGEST_KEY) + VERSION_1_KEYS
+    missing = [key for key in required if key not in checkpoint]
     if missing:
         raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if version == 1:
+        warnings.warn(f"{path} was written by torch_mnist 0.1, without a digest: its contents cannot be "
+                      "verified", Note, stacklevel=2)
+    elif checkpoint[DIGEST_KEY] != content_digest(checkpoint):
+        raise UserError(f"{path}: damaged: its contents differ from the digest recorded when it was saved "
+                        "(overwritten or flipped bytes); use another copy")
     try:
         config = TrainConfig.from_dict(checkpoint["config"]).validate()
     except (UserError, TypeError, AttributeError) as e:
@@ -154,9 +167,7 @@ def validate_checkpoint(checkpoint, path: Path) -> dict:
     if version == 1:
         checkpoint = _from_version_1(checkpoint, config, path)
     _check_weights(checkpoint["model_state"], config, path)
-    history = checkpoint["history"]
-    if not isinstance(history, dict) or any(not isinstance(history.get(key), list) for key in HISTORY_KEYS):
-        raise UserError(f"{path}: the history is not a list of figures per metric")
+    _check_run_state(checkpoint, config, path)
     return checkpoint
 
 
@@ -182,15 +193,77 @@ def _as_list(hidden):
 
 def _check_weights(stored, config: TrainConfig, path: Path) -> None:
     expected = weight_shapes(config)
-    if not isinstance(stored, dict) or set(stored) != set(expected):
-        raise UserError(f"{path}: weights {sorted(stored) if isinstance(stored, dict) else type(stored).__name__} "
-                        f"do not match the configured model's {sorted(expected)}")
+    if not isinstance(stored, dict):
+        raise UserError(f"{path}: model_state is a {type(stored).__name__}, not the model's weights by name")
+    if set(stored) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected), key=str)
+        hidden = _few(list(config.hidden), 4)
+        raise UserError(f"{path}: the weights do not match the configured model (hidden {hidden}): "
+                        f"missing {_few(missing)}, unexpected {_few(unexpected)}")
     for name, shape in expected.items():
         tensor = stored[name]
         if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
             found = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise UserError(f"{path}: {name} has shape {found}, but the configured model "
                             f"(hidden {list(config.hidden)}) needs {shape}")
+
+
+def _check_run_state(checkpoint: dict, config: TrainConfig, path: Path) -> None:
+    """Every field resume and the reports read later: epoch, history, optimizer state, generator states."""
+    epoch = checkpoint["epoch"]
+    if type(epoch) is not int or not 0 <= epoch <= config.epochs:
+        raise UserError(f"{path}: epoch {epoch!r} is not a count of epochs between 0 and the run's {config.epochs}")
+    history = checkpoint["history"]
+    if not isinstance(history, dict) or any(
+            not isinstance(history.get(key), list) or len(history[key]) != epoch
+            or not all(type(v) in (int, float) and math.isfinite(v) for v in history[key]) for key in HISTORY_KEYS):
+        raise UserError(f"{path}: the history is not {epoch} finite figures for each of {', '.join(HISTORY_KEYS)}")
+    _check_optimizer_state(checkpoint["optimizer_state"], config, path)
+    state_size = torch.Generator().get_state().numel()
+    for key in ("rng_state", "torch_rng_state"):
+        state = checkpoint.get(key, torch.Generator().get_state())  # torch_rng_state: absent in old files
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.shape != (state_size,):
+            raise UserError(f"{path}: {key} is not a random generator's state")
+    cuda_state = checkpoint.get("cuda_rng_state", torch.zeros(0, dtype=torch.uint8))
+    if not _is_state(cuda_state):
+        raise UserError(f"{path}: cuda_rng_state is not a random generator's state")
+    per_rank = checkpoint.get("rank_rng_states", {"torch": [torch.Generator().get_state()]})
+    if (not isinstance(per_rank, dict) or set(per_rank) - {"torch", "cuda"}
+            or not all(isinstance(states, list) and states and all(map(_is_state, states))
+                       for states in per_rank.values())):
+        raise UserError(f"{path}: rank_rng_states is not a list of generator states per process")
+
+
+def _is_state(state) -> bool:
+    return isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1
+
+
+def _check_optimizer_state(state, config: TrainConfig, path: Path) -> None:
+    """RMSprop's ``state_dict``: one parameter group over the model's tensors, averages of their shapes."""
+    shapes = list(weight_shapes(config).values())  # in the model's parameter order
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    group = groups[0] if isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict) else {}
+    if group.get("params") != list(range(len(shapes))) or not isinstance(state.get("state"), dict):
+        raise UserError(f"{path}: optimizer_state is not RMSprop's state for this model")
+    # Loading an optimizer's state also loads its hyperparameters: they must be the configuration's.
+    expected = {"lr": config.lr, "rho": config.rho, "eps": config.eps,
+                "eps_placement": KERAS_SEMANTICS[config.keras_semantics]["eps_placement"]}
+    if {key: group.get(key) for key in expected} != expected:
+        raise UserError(f"{path}: optimizer_state's hyperparameters {({k: group.get(k) for k in expected})} "
+                        f"differ from the configuration's {expected}")
+    for index, entry in state["state"].items():
+        average = entry.get("square_avg") if isinstance(entry, dict) else None
+        if (type(index) is not int or not 0 <= index < len(shapes) or not isinstance(average, torch.Tensor)
+                or tuple(average.shape) != shapes[index] or not average.is_floating_point()):
+            raise UserError(f"{path}: optimizer_state holds no usable squared-gradient average for parameter "
+                            f"{index!r}")
+
+
+def _few(names: list, shown: int = 3) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(map(str, names[:shown])) + more
 
 
 def checkpoint_config(checkpoint: dict) -> TrainConfig:
@@ -209,12 +282,22 @@ def build_model(checkpoint: dict, device: Optional[torch.device] = None) -> nn.M
 
 
 def restore(checkpoint: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
-            shuffle_generator: torch.Generator, device: torch.device) -> History:
-    """Put a checkpoint's run state back (weights, optimizer, shuffling and dropout streams); return its history."""
+            shuffle_generator: torch.Generator, device: torch.device, shard=None) -> History:
+    """Put a checkpoint's run state back (weights, optimizer, shuffling and this rank's dropout
+    streams); return its history. ``shard``: this rank under torchrun."""
     model.load_state_dict(checkpoint["model_state"])
     optimizer.load_state_dict(checkpoint["optimizer_state"])
     shuffle_generator.set_state(checkpoint["rng_state"])
-    if "torch_rng_state" in checkpoint:  # dropout's stream
+    rank, world_size = (shard.rank, shard.world_size) if shard is not None else (0, 1)
+    per_rank = checkpoint.get("rank_rng_states")
+    if world_size > 1 and per_rank is not None:
+        if len(per_rank["torch"]) != world_size:
+            raise UserError(f"this checkpoint was written by {len(per_rank['torch'])} processes, each with its own "
+                            f"dropout stream; resume it with --nproc_per_node {len(per_rank['torch'])}")
+        torch.set_rng_state(per_rank["torch"][rank])
+        if device.type == "cuda" and "cuda" in per_rank:
+            torch.cuda.set_rng_state(per_rank["cuda"][rank], device)
+    elif "torch_rng_state" in checkpoint:  # one process: rank 0's streams
         torch.set_rng_state(checkpoint["torch_rng_state"])
         if device.type == "cuda" and "cuda_rng_state" in checkpoint:
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], device)

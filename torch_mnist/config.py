@@ -8,6 +8,10 @@ from .datasets import DATASETS, NORMALIZATIONS
 from .errors import UserError
 
 DATASET_NAMES = tuple(DATASETS)
+# Bounds on what a configuration (a flag, or a checkpoint from anywhere) may ask for.
+MAX_COUNT = 10 ** 9  # epochs, batch size
+MAX_LAYERS, MAX_UNITS = 64, 65536  # hidden layers and their widths: 64 x 65536^2 floats is already ~1 TB
+MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's range
 LOADERS = ("memory", "dataloader")  # decoded tensors on the device, or a DataLoader with a per-image transform
 
 # Which optimizer and loss arithmetic each Keras generation uses.
@@ -49,25 +53,29 @@ class TrainConfig:
     amp: str = "off"  # "bf16": training forward passes under bfloat16 autocast
 
     def __post_init__(self):
-        # Accept an int or any sequence (JSON gives lists); keep a tuple.
-        self.hidden = (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden)
+        # Accept an int or any sequence (JSON gives lists); keep a tuple. Anything else is left for validate().
+        if isinstance(self.hidden, int):
+            self.hidden = (self.hidden,)
+        elif isinstance(self.hidden, (list, tuple)):
+            self.hidden = tuple(self.hidden)
 
     def validate(self) -> "TrainConfig":
-        """Raise :class:`UserError` for a value no run could use; return self."""
+        """Raise :class:`UserError` for a value no run could use (of any type); return self."""
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
-            raise UserError(f"--hidden must be one or more positive integers, got {list(self.hidden)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout!r}")
+            _check_int(name, getattr(self, name), 1, MAX_COUNT)
+        if not self.hidden or len(self.hidden) > MAX_LAYERS or any(
+                type(h) is not int or not 1 <= h <= MAX_UNITS for h in self.hidden):
+            raise UserError(f"--hidden must be 1 to {MAX_LAYERS} layer widths from 1 to {MAX_UNITS}, "
+                            f"got {list(self.hidden)}")
+        _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "eps"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
                 raise UserError(f"--{name} must be a positive number, got {value!r}")
-        if not 0.0 <= self.rho < 1.0:
-            raise UserError(f"--rho must be in [0, 1), got {self.rho!r}")
+        for name in ("dropout", "rho"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise UserError(f"--{name} must be in [0, 1), got {value!r}")
         _check_choice("dataset", self.dataset, DATASET_NAMES)
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
         _check_choice("loader", self.loader, LOADERS)
@@ -85,6 +93,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Rebuild from :meth:`to_dict`; keys this version does not know are an error."""
+        if not isinstance(values, dict):
+            raise UserError(f"a configuration is a mapping of settings, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -92,6 +102,15 @@ class TrainConfig:
         return cls(**values)
 
 
+def _is_number(value) -> bool:
+    return type(value) in (int, float)  # not bool, not a string
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise UserError(f"--{name.replace('_', '-')} must be an integer from {low} to {high}, got {value!r}")
+
+
 def _check_choice(flag: str, value: str, choices: tuple) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise UserError(f"--{flag} must be one of {', '.join(choices)}, got {value!r}")

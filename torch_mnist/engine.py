@@ -17,60 +17,64 @@ LossFn = Callable[..., torch.Tensor]
 class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss (usually: the learning rate is too large)."""
 
-    def __init__(self, epoch: int, step: int, value: float):
-        super().__init__(f"the loss became {value} at epoch {epoch}, step {step}; the run diverged - "
+    def __init__(self, epoch: int, step: int, value: Optional[float] = None):
+        became = f"became {value}" if value is not None else "was not finite"
+        super().__init__(f"the loss {became} at epoch {epoch}, step {step}; the run diverged - "
                          "try a smaller --lr (the reference uses 0.001)")
         self.epoch, self.step = epoch, step
 
 
 class EpochMeter:
-    """Per-step losses and correct counts, kept on the device until read.
+    """Per-step losses, correct counts and batch sizes, kept on the device until read.
 
-    Recording is asynchronous; only :meth:`means` and :meth:`check_finite`
-    read the device, so on CUDA a step never waits for the GPU.
+    Recording is asynchronous; :meth:`read` reads the device once, so on CUDA a
+    step never waits for the GPU and a progress redraw costs one transfer.
     """
 
     def __init__(self, steps: int, device: torch.device):
         self.losses = torch.zeros(steps, device=device)  # each step's mean batch loss
         self.correct = torch.zeros(steps, dtype=torch.int64, device=device)
-        self.sizes = []  # batch sizes, known on the host without syncing
-        self._checked = 0  # steps already known to be finite
+        self.sizes = torch.zeros(steps, dtype=torch.float64, device=device)
+        self.recorded = 0
 
     def record(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.losses[step] = loss.detach()
         self.correct[step] = (logits.argmax(dim=1) == labels).sum()
-        self.sizes.append(len(labels))
+        self.sizes[step] = len(labels)  # a fill on the device: no synchronisation
+        self.recorded = step + 1
 
-    def means(self) -> Dict[str, float]:
-        """Sample-weighted means over the steps recorded so far (Keras' epoch figures)."""
-        n = len(self.sizes)
-        sizes = torch.tensor(self.sizes, dtype=torch.float64, device=self.losses.device)
+    def read(self) -> Dict[str, float]:
+        """Sample-weighted means over the steps so far (Keras' epoch figures) and the first step whose
+        loss was not finite (1-based; 0 when none), in one transfer from the device."""
+        n = self.recorded
+        losses, sizes = self.losses[:n], self.sizes[:n]
         total = sizes.sum()
-        loss = (self.losses[:n].double() * sizes).sum() / total
-        accuracy = self.correct[:n].sum().double() / total
-        return {"loss": loss.item(), "accuracy": accuracy.item()}
+        steps = torch.arange(1, n + 1, device=losses.device, dtype=torch.float64)
+        first_bad = torch.where(torch.isfinite(losses), float(n + 1), steps).min() if n else sizes.sum()
+        loss, accuracy, first_bad = torch.stack([(losses.double() * sizes).sum() / total,
+                                                 self.correct[:n].sum().double() / total, first_bad]).tolist()
+        return {"loss": loss, "accuracy": accuracy, "non_finite_step": 0 if first_bad > n else int(first_bad)}
 
-    def check_finite(self, epoch: int) -> None:
-        """Raise :class:`NonFiniteLossError` naming the first step whose loss was not finite."""
-        unchecked = self.losses[self._checked:len(self.sizes)]
-        if not bool(torch.isfinite(unchecked).all()):
-            step = self._checked + int((~torch.isfinite(unchecked)).nonzero()[0])
-            raise NonFiniteLossError(epoch, step + 1, float(self.losses[step]))
-        self._checked = len(self.sizes)
+    def non_finite_error(self, epoch: int, step: int) -> NonFiniteLossError:
+        return NonFiniteLossError(epoch, step, float(self.losses[step - 1]))
 
 
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, loss_fn: LossFn = cross_entropy, epoch: int = 1,
-                    progress: Optional[Progress] = None,
-                    autocast_dtype: Optional[torch.dtype] = None) -> Dict[str, float]:
-    """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy"}``.
+                    progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
+                    stop_on_non_finite: bool = True) -> Dict[str, float]:
+    """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy", "non_finite_step"}``.
 
+    A NaN or infinite loss raises :class:`NonFiniteLossError` as soon as it is seen
+    (every step on the CPU, where reading costs nothing; at redraws and the end on CUDA).
+    Under DDP pass ``stop_on_non_finite=False``: a rank stopping alone would leave the
+    others waiting in the next all-reduce, so the ranks decide together after the epoch.
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward passes under
     autocast; the weights, their gradients and the optimizer stay float32.
     """
     model.train()
     meter = EpochMeter(len(batches), device)
-    check_every_step = device.type == "cpu"  # reading a CPU tensor costs no synchronisation
+    check_each_step = stop_on_non_finite and device.type == "cpu"
     precision = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     for step, (images, labels) in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
@@ -80,12 +84,17 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
         loss.backward()
         optimizer.step()
         meter.record(step, loss, logits, labels)
-        if check_every_step or (progress is not None and progress.due()):
-            meter.check_finite(epoch)  # stop at once, not 400 NaN steps later
-        if progress is not None:
-            progress.show(step + 1, meter.means)  # reads the device only when a redraw is due
-    meter.check_finite(epoch)
-    return meter.means()
+        if check_each_step and not torch.isfinite(loss):
+            raise meter.non_finite_error(epoch, step + 1)  # stop at once, not 400 NaN steps later
+        if progress is not None and progress.due():
+            figures = meter.read()
+            if stop_on_non_finite and figures["non_finite_step"]:
+                raise meter.non_finite_error(epoch, figures["non_finite_step"])
+            progress.show(step + 1, figures)
+    figures = meter.read()
+    if stop_on_non_finite and figures["non_finite_step"]:
+        raise meter.non_finite_error(epoch, figures["non_finite_step"])
+    return figures
 
 
 @torch.no_grad()

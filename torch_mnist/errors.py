@@ -9,6 +9,10 @@ class UserError(Exception):
     """
 
 
+class Note(UserWarning):
+    """Something a user should know that does not stop the work (scripts print it as ``note: ...``)."""
+
+
 def one_line(error: BaseException, line: int = 0) -> str:
     """A short cause for a message of ours: one line (the first, or ``line``) of a foreign error's text."""
     lines = [text for text in str(error).strip().splitlines() if text.strip()]

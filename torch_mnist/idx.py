@@ -29,13 +29,21 @@ OFFICIAL_MD5 = {
 }
 
 
+def _read(path: Path, size: int = -1) -> bytes:
+    """The first ``size`` bytes of ``path`` (all by default); an unreadable file is the user's to fix."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+
+
 def _read_header(path: Path, magic: int, dims: int) -> tuple:
     """Return the idx dimensions after checking the magic number and file size."""
     if not path.is_file():
         raise UserError(f"{path}: not a file")
     header_size = 4 * (1 + dims)
-    with open(path, "rb") as f:
-        header = f.read(header_size)
+    header = _read(path, header_size)
     if len(header) < header_size:
         raise UserError(f"{path}: truncated idx file ({len(header)} bytes, shorter than its header)")
     found, *shape = struct.unpack(f">{1 + dims}I", header)
@@ -61,7 +69,7 @@ def check_images_file(path: Path) -> int:
 def check_labels_file(path: Path, num_classes: int = 10) -> int:
     """Validate an idx1 label file with labels in [0, num_classes); return the count."""
     (count,) = _read_header(Path(path), LABELS_MAGIC, 1)
-    labels = np.fromfile(path, dtype=np.uint8, offset=8)
+    labels = np.frombuffer(_read(path), dtype=np.uint8, offset=8)
     if count and labels.max() >= num_classes:
         bad = int(np.argmax(labels >= num_classes))
         raise UserError(f"{path}: label {labels[bad]} at index {bad} is outside 0-{num_classes - 1}")
@@ -85,6 +93,6 @@ def verify_checksums(raw_folder: Path) -> None:
         path = Path(raw_folder) / name
         if not path.is_file():
             raise UserError(f"{path}: missing; cannot verify the MNIST files")
-        digest = hashlib.md5(path.read_bytes()).hexdigest()
+        digest = hashlib.md5(_read(path)).hexdigest()
         if digest != expected:
             raise UserError(f"{path}: MD5 {digest} differs from the official release's {expected}")

@@ -110,7 +110,10 @@ def preprocess_image(path: Path) -> np.ndarray:
             image.seek(0)  # the first frame of an animated GIF
             image.load()
             ink = _ink_image(image)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: refused: its declared size is larger than any digit image needs "
+                        f"(over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as e:  # Pillow's decoders vary
         raise UserError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     try:
         return to_mnist_canvas(ink)

@@ -32,7 +32,7 @@ def _copy_uncompressed(source: Path, target: Path) -> None:
         with opener(source, "rb") as reader, open(target, "wb") as writer:
             shutil.copyfileobj(reader, writer)
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise UserError(f"{source}: cannot be read or decompressed ({e})") from None
+        raise UserError(f"{source}: cannot be read or decompressed into {target.parent} ({e})") from None
 
 
 def prepare_dataset(dataset: str, source: Path, data_root: Path) -> Path:
@@ -46,8 +46,12 @@ def prepare_dataset(dataset: str, source: Path, data_root: Path) -> Path:
     if not source.is_dir():
         raise UserError(f"--source {source}: not a folder")
     found = {name: find_source(source, name) for name in idx.RAW_FILES}
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target, prefix=".staging-") as staging:
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        staging_folder = tempfile.TemporaryDirectory(dir=target, prefix=".staging-")
+    except OSError as e:
+        raise UserError(f"--data-dir {data_root}: cannot write {target} ({e.strerror})") from None
+    with staging_folder as staging:
         staging = Path(staging)
         for name, path in found.items():
             _copy_uncompressed(path, staging / name)

@@ -4,7 +4,7 @@ import contextlib
 import shutil
 import sys
 import time
-from typing import Callable, Dict, Iterator, Optional, TextIO
+from typing import Dict, Iterator, Optional, TextIO
 
 from tqdm import tqdm
 
@@ -62,12 +62,13 @@ class Progress:
         """Whether the bar wants fresh numbers now (reading them may sync the device)."""
         return self._bar is not None and time.perf_counter() - self._last_refresh >= REFRESH_SECONDS
 
-    def show(self, step: int, read_metrics: Callable[[], Metrics]) -> None:
-        """Redraw at ``step`` with the running means, if a redraw is due."""
-        if not self.due():
+    def show(self, step: int, metrics: Metrics) -> None:
+        """Redraw the bar at ``step`` with the running figures (call when :meth:`due`)."""
+        if self._bar is None:
             return
         self._bar.n = step
-        self._bar.set_description_str(f" - {format_metrics(read_metrics())}", refresh=False)
+        shown = {key: metrics[key] for key in ("loss", "accuracy") if key in metrics}
+        self._bar.set_description_str(f" - {format_metrics(shown)}", refresh=False)
         self._bar.refresh()
         self._last_refresh = time.perf_counter()
 

@@ -10,8 +10,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .batches import make_batches
 from .checkpoint import load_checkpoint, make_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
-from .distributed import Shard, check_divisible, reduce_means
-from .engine import evaluate, train_one_epoch
+from .distributed import Shard, check_divisible, dropout_seed, gather_states, local_main_first, reduce_epoch
+from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .errors import UserError
 from .history import History, new_history, record_epoch
 from .model import MLP
@@ -65,20 +65,25 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
 
     Seeds torch's global generator with ``config.seed`` (dropout draws from it).
     Pass your own ``writer`` to inspect what was saved after an interruption. Under torchrun,
-    ``shard`` is this rank: it trains on its share of each batch through DDP, and only rank 0 writes.
+    ``shard`` is this rank: it trains on its share of each batch through DDP with dropout masks of
+    its own, and only rank 0 writes.
     """
     config.validate()
     _check_speed_options(config, device, shard)
     recipe = build(config, device)
-    torch.manual_seed(config.seed)  # dropout draws from torch's global generator
-    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(dropout_seed(config.seed, shard.rank))  # dropout draws from torch's global generator
+    shuffle_generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank
     history = new_history()
     if resume is not None:
-        history = restore(resume, recipe.model, recipe.optimizer, shuffle_generator, device)
-    train_batches = make_batches(data_root, True, recipe.normalization, config.batch_size, device,
-                                 config.loader, shuffle_generator, config.dataset, shard)
-    test_batches = make_batches(data_root, False, recipe.normalization, config.batch_size, device, config.loader,
-                                dataset=config.dataset)
+        history = restore(resume, recipe.model, recipe.optimizer, shuffle_generator, device, shard)
+
+    def both_splits():
+        return (make_batches(data_root, True, recipe.normalization, config.batch_size, device, config.loader,
+                             shuffle_generator, config.dataset, shard),
+                make_batches(data_root, False, recipe.normalization, config.batch_size, device, config.loader,
+                             dataset=config.dataset))
+
+    train_batches, test_batches = local_main_first(both_splits, shard, device)
     train_model = _training_model(recipe.model, config, device, shard, train_batches.num_samples)
     writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
     progress = progress or Progress("quiet")
@@ -89,16 +94,31 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
             for epoch in range(len(history["loss"]) + 1, config.epochs + 1):
                 with progress.epoch(epoch, config.epochs, len(train_batches)):
                     train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
-                                            epoch, progress, recipe.autocast_dtype)
-                    train = reduce_means(train, shard, device)  # the ranks' figures, averaged
+                                            epoch, progress, recipe.autocast_dtype,
+                                            stop_on_non_finite=not shard.distributed)  # ranks stop together:
+                    train = reduce_epoch(train, shard, device)  # figures averaged, the first bad step shared
+                    if train["non_finite_step"]:
+                        raise NonFiniteLossError(epoch, train["non_finite_step"])
                     val = evaluate(train_model, test_batches, device, recipe.loss_fn, keep_predictions=True)
                 progress.end_epoch(record_epoch(history, train, val))
                 result.predicted, result.labels = val["predicted"], val["labels"]
-                writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
-                                                 shuffle_generator))
+                rank_states = _rank_rng_states(shard, device)  # collective: every rank takes part
+                if shard.is_main:  # only the writer copies the weights to the host
+                    writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
+                                                     shuffle_generator, rank_states))
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
     return result
+
+
+def _rank_rng_states(shard: Shard, device: torch.device) -> Optional[dict]:
+    """Under torchrun, every rank's dropout streams, for rank 0's checkpoint (None in one process)."""
+    if not shard.distributed:
+        return None
+    states = {"torch": gather_states(torch.get_rng_state(), shard, device)}
+    if device.type == "cuda":
+        states["cuda"] = gather_states(torch.cuda.get_rng_state(device), shard, device)
+    return states
 
 
 def _check_speed_options(config: TrainConfig, device: torch.device, shard: Shard) -> None:
@@ -120,7 +140,7 @@ def _training_model(model: MLP, config: TrainConfig, device: torch.device, shard
 def resume_config(checkpoint: dict, epochs: Optional[int] = None) -> TrainConfig:
     """The checkpoint's config, its total ``epochs`` replaced if given (Keras' ``initial_epoch`` rule)."""
     config = TrainConfig.from_dict(checkpoint["config"])
-    config = replace(config, epochs=epochs if epochs is not None else config.epochs)
+    config = replace(config, epochs=epochs if epochs is not None else config.epochs).validate()
     if checkpoint["epoch"] >= config.epochs:
         raise UserError(f"the checkpoint has already trained {checkpoint['epoch']} of {config.epochs} epochs; "
                         f"pass --epochs larger than {checkpoint['epoch']} to continue")

@@ -27,8 +27,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    if args.repeats <= 0 or args.loader_repeats < 0:
-        raise UserError("--repeats must be positive and --loader-repeats not negative")
+    if not 1 <= args.repeats <= 1000 or not 0 <= args.loader_repeats <= 1000:
+        raise UserError(f"--repeats must be from 1 and --loader-repeats from 0, both to 1000; got {args.repeats} "
+                        f"and {args.loader_repeats}")
     check_output_path(Path(args.out))  # before minutes of measuring, not after
     from ..benchmark import format_report, run_benchmark  # the heavy imports, after the flags
     from ..runtime import resolve_device

@@ -8,11 +8,12 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from ..datasets import dataset_info
-from ..errors import UserError
+from ..errors import Note, UserError
 
 Main = Callable[[Optional[List[str]]], int]
 
@@ -26,15 +27,32 @@ def raise_terminated(signum, frame):
 
 
 def run_main(main: Main, argv: Optional[List[str]] = None) -> int:
-    """Run a command's ``main``: a :class:`UserError` becomes one stderr line and exit code 2."""
+    """Run a command's ``main``: a :class:`UserError` becomes one stderr line and exit code 2,
+    a :class:`Note` one ``note:`` line."""
     try:
-        return main(argv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", Note)
+            default_show = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, Note):
+                    print(f"note: {one_line_text(str(message))}", file=sys.stderr)
+                else:
+                    default_show(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return main(argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line_text(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # outside training (which reports its own): nothing to keep
         print("interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+
+
+def one_line_text(text: str) -> str:
+    """``text`` on one line whatever it quotes (a file name or a flag value may hold a line break)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def script(main: Main) -> None:

@@ -11,6 +11,9 @@ from ..errors import UserError
 from .common import Parser, check_output_path, data_flag, device_flag
 
 
+MAX_SEEDS = 1000  # a thousand full runs is already days of computing
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser("N seeds of the reference run, summarized beside the reference.")
     p.add_argument("--seeds", type=int, default=5, help="number of runs, seeds 0..N-1 (default: 5)")
@@ -28,8 +31,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    if args.seeds < 2:
-        raise UserError("--seeds must be at least 2 to measure a spread")
+    if not 2 <= args.seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds must be from 2 (to measure a spread) to {MAX_SEEDS}, got {args.seeds}")
     config = TrainConfig(epochs=args.epochs, keras_semantics=args.keras_semantics).validate()
     out_dir = Path(args.out_dir)
     try:

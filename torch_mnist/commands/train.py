@@ -1,6 +1,8 @@
 """scripts/train.py: train the reference MLP (defaults: the Keras reference run), resume, or join torchrun."""
 
 import argparse
+import os
+import shlex
 import signal
 import sys
 from dataclasses import fields
@@ -69,7 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         config = _config(args)  # every flag checked before torch is even imported
     out = Path(args.out or args.resume or "ckpt.pt")
-    check_output_path(out)
+    if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes: other nodes need no such folder
+        check_output_path(out)
     from .. import distributed  # the heavy imports start here, after every flag is known to be sound
     from ..distributed import Shard
     from ..runtime import resolve_device
@@ -79,6 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         shard, device = distributed.init(args.device)
     try:
         return _train(args, config, out, shard, device or resolve_device(args.device))
+    except distributed.PeerFailed:
+        return 2  # the rank that failed prints the one line
     finally:
         distributed.shutdown(shard)
 
@@ -113,10 +118,12 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
                               writer=writer, shard=shard)
     except KeyboardInterrupt as e:
         if shard.is_main:
-            print(f"interrupted: {_saved_note(writer, out, resume, config)}", file=sys.stderr)
+            print(f"interrupted: {_saved_note(writer, out, resume, config, args)}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except NonFiniteLossError as e:
-        raise UserError(f"{e}; {_saved_note(writer, out, resume, config)}") from None
+        if not shard.is_main:
+            return 2  # every rank stops at the same epoch end; rank 0 says so once
+        raise UserError(f"{e}; {_saved_note(writer, out, resume, config, args)}") from None
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
 
@@ -143,10 +150,13 @@ def _report(result, config: TrainConfig, out: Path, plots: bool) -> None:
     print(f"acc: {history['val_accuracy'][-1]}")
 
 
-def _saved_note(writer, out: Path, resume: Optional[dict], config: TrainConfig) -> str:
-    """Where the last complete epoch is, and the command that continues from it."""
+def _saved_note(writer, out: Path, resume: Optional[dict], config: TrainConfig, args: argparse.Namespace) -> str:
+    """Where the last complete epoch is, and the command that continues from it (on the same data and device)."""
     epoch = writer.saved_epoch if writer.saved_epoch is not None else (resume or {}).get("epoch")
     if epoch is None:
         return "no epoch completed, so no checkpoint was written"
+    where = "".join(f" --{flag} {shlex.quote(value)}" for flag, value in (("data-dir", args.data_dir),
+                                                                          ("device", args.device))
+                    if value is not None and not (flag == "device" and value == "auto"))
     return (f"epoch {epoch} is saved in {out}; continue with: "
-            f"python scripts/train.py --resume {out} --epochs {config.epochs}")
+            f"python scripts/train.py --resume {shlex.quote(str(out))} --epochs {config.epochs}{where}")

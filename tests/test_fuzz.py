@@ -1,0 +1,290 @@
+"""Generated broken inputs, each held to the contract: library calls raise UserError, commands exit 2 with
+one ``error:`` line, no code from a file runs, and no file that was there is changed.
+
+Examples per test: TORCH_MNIST_FUZZ_EXAMPLES (default 25, derandomized under CI=true, so CI is
+repeatable); the README's figures come from a long run with a larger count.
+"""
+
+import io
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from torch_mnist import TrainConfig, UserError, build, load_checkpoint, save_checkpoint  # noqa: E402
+from torch_mnist.checkpoint import build_model, make_checkpoint, restore  # noqa: E402
+from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, train  # noqa: E402
+from torch_mnist.commands.common import run_main  # noqa: E402
+from torch_mnist.idx import check_split  # noqa: E402
+from torch_mnist.predict import preprocess_image  # noqa: E402
+
+from conftest import make_synthetic_root, save_with_digest, write_idx_images, write_idx_labels  # noqa: E402
+
+pytestmark = pytest.mark.fuzz
+EXAMPLES = int(os.environ.get("TORCH_MNIST_FUZZ_EXAMPLES", "25"))
+FUZZ = settings(max_examples=EXAMPLES, derandomize=bool(os.environ.get("CI")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large])
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory) -> tuple:
+    """A real one-epoch checkpoint (small model) as bytes, with the checkpoint it holds."""
+    folder = tmp_path_factory.mktemp("good")
+    config = TrainConfig(epochs=1, hidden=(16,))
+    recipe = build(config, CPU)
+    recipe.model(torch.rand(4, 784)).sum().backward()
+    recipe.optimizer.step()
+    history = {"loss": [0.3], "accuracy": [0.9], "val_loss": [0.2], "val_accuracy": [0.95]}
+    save_checkpoint(make_checkpoint(recipe.model, recipe.optimizer, config, 1, history,
+                                    torch.Generator().manual_seed(0)), folder / "good.pt")
+    return (folder / "good.pt").read_bytes(), load_checkpoint(folder / "good.pt")
+
+
+def _loads_or_refuses(path, original: dict) -> None:
+    """The contract for a damaged copy: refused with a UserError, or (the damage fell where no content
+    lives, in zip padding say) loaded with every tensor exactly the original's, and usable."""
+    before = path.read_bytes()
+    try:
+        loaded = load_checkpoint(path)
+    except UserError as e:
+        assert "\n" not in str(e)
+        return
+    finally:
+        assert path.read_bytes() == before  # loading never writes
+    for name, tensor in original["model_state"].items():
+        assert torch.equal(loaded["model_state"][name], tensor)
+    _usable(loaded)
+
+
+def _usable(checkpoint: dict) -> None:
+    """What evaluate and --resume do with a checkpoint: rebuild the model and restore the run."""
+    build_model(checkpoint)
+    recipe = build(TrainConfig.from_dict(checkpoint["config"]), CPU)
+    restore(checkpoint, recipe.model, recipe.optimizer, torch.Generator(), CPU)
+
+
+class TestCheckpoints:
+    @FUZZ
+    @given(fraction=st.floats(0, 1, exclude_max=True))
+    def test_truncated_at_any_length(self, good_checkpoint, tmp_path, fraction):
+        data, original = good_checkpoint
+        path = tmp_path / "cut.pt"
+        path.write_bytes(data[:int(fraction * len(data))])
+        _loads_or_refuses(path, original)
+
+    @FUZZ
+    @given(damage=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1,
+                           max_size=40))
+    def test_overwritten_bytes_anywhere(self, good_checkpoint, tmp_path, damage):
+        data, original = good_checkpoint
+        damaged = bytearray(data)
+        for where, flip in damage:
+            damaged[int(where * len(data))] ^= flip
+        path = tmp_path / "flipped.pt"
+        path.write_bytes(bytes(damaged))
+        _loads_or_refuses(path, original)
+
+    @FUZZ
+    @given(field=st.sampled_from(["format", "format_version", "config", "epoch", "history", "model_state",
+                                  "optimizer_state", "rng_state", "torch_rng_state", "digest"]),
+           value=st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70), st.floats(), st.text(max_size=8),
+                           st.lists(st.integers(-3, 3), max_size=4),
+                           st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
+                           st.builds(torch.zeros, st.integers(0, 6)), st.just("__removed__")))
+    def test_each_field_removed_mistyped_or_out_of_range(self, good_checkpoint, tmp_path, field, value):
+        _, original = good_checkpoint
+        checkpoint = dict(original)
+        if value == "__removed__":
+            del checkpoint[field]
+        else:
+            checkpoint[field] = value
+        save_with_digest(checkpoint, tmp_path / "odd.pt")  # a crafted file carries a matching digest
+        try:
+            _usable(load_checkpoint(tmp_path / "odd.pt"))
+        except UserError as e:
+            assert "\n" not in str(e)
+
+    @FUZZ
+    @given(target=st.sampled_from(["os.system", "builtins.exec", "builtins.eval", "subprocess.call",
+                                   "shutil.rmtree", "builtins.open"]),
+           wrap=st.sampled_from(["plain", "in_dict", "in_list", "beside_weights"]))
+    def test_crafted_pickles_never_run(self, good_checkpoint, tmp_path, target, wrap):
+        marker = tmp_path / "ran"
+        payload = Payload(target, marker)
+        _, original = good_checkpoint
+        content = {"plain": payload, "in_dict": {"format": "torch_mnist.checkpoint", "config": payload},
+                   "in_list": [1, payload], "beside_weights": {**original, "extra": payload}}[wrap]
+        torch.save(content, tmp_path / "evil.pt")
+        with pytest.raises(UserError, match="refused: it holds Python objects that could run code"):
+            load_checkpoint(tmp_path / "evil.pt")
+        assert not marker.exists()
+
+
+class Payload:
+    """Unpickling this calls ``target`` on an argument that would create ``marker``, as a malicious file does."""
+
+    def __init__(self, target: str, marker):
+        self.target, self.marker = target, str(marker)
+
+    def __reduce__(self):
+        import builtins
+        import importlib
+        module, name = self.target.rsplit(".", 1)
+        function = getattr(importlib.import_module(module), name)
+        argument = {"system": f"touch {self.marker}", "call": ["touch", self.marker],
+                    "exec": f"open({self.marker!r}, 'w')", "eval": f"open({self.marker!r}, 'w')",
+                    "open": self.marker, "rmtree": self.marker}[name]
+        args = (argument, "w") if function is builtins.open else (argument,)
+        return function, args
+
+
+class TestIdxFiles:
+    @FUZZ
+    @given(magic=st.sampled_from([0x803, 0x801, 0x802, 0, 0xFFFFFFFF]), count=st.integers(0, 2 ** 32 - 1),
+           rows=st.integers(0, 2 ** 32 - 1), cols=st.integers(0, 2 ** 32 - 1), body=st.binary(max_size=2000),
+           label_count=st.integers(0, 2 ** 32 - 1), labels=st.binary(max_size=50))
+    def test_headers_sizes_and_counts(self, tmp_path, magic, count, rows, cols, body, label_count, labels):
+        raw = tmp_path / "MNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", magic, count, rows, cols) + body)
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, label_count) + labels)
+        try:
+            found = check_split(raw, "test")
+        except UserError as e:
+            assert "\n" not in str(e)
+            return
+        assert found == count == label_count and (rows, cols) == (28, 28)  # only a consistent pair passes
+
+    @FUZZ
+    @given(fraction=st.floats(0, 1, exclude_max=True), which=st.sampled_from(["images", "labels"]))
+    def test_truncated(self, tmp_path, fraction, which):
+        raw = tmp_path / "MNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        write_idx_images(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28)))
+        write_idx_labels(raw / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 20))
+        path = raw / f"t10k-{which}-idx{3 if which == 'images' else 1}-ubyte"
+        path.write_bytes(path.read_bytes()[:int(fraction * path.stat().st_size)])
+        with pytest.raises(UserError):
+            check_split(raw, "test")
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (its pixel data is for 1 x 1)."""
+    import zlib
+    data = bytearray(_png(1, 1))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    return bytes(data)
+
+
+class TestImages:
+    @FUZZ
+    @given(kind=st.sampled_from(["png", "jpeg", "gif", "bmp"]), fraction=st.floats(0, 1, exclude_max=True))
+    def test_truncated_images(self, tmp_path, kind, fraction):
+        buffer = io.BytesIO()
+        image = Image.new("RGB", (64, 48), "white")
+        image.paste((0, 0, 0), (20, 10, 30, 40))
+        image.save(buffer, format=kind.upper() if kind != "jpeg" else "JPEG")
+        data = buffer.getvalue()
+        path = tmp_path / f"digit.{kind}"
+        path.write_bytes(data[:int(fraction * len(data))])
+        self._readable_or_refused(path)
+
+    @FUZZ
+    @given(width=st.integers(0, 2 ** 31 - 1), height=st.integers(0, 2 ** 31 - 1))
+    def test_any_declared_dimensions(self, tmp_path, width, height):
+        path = tmp_path / "declared.png"
+        path.write_bytes(_declared_png(width, height))
+        self._readable_or_refused(path)
+
+    @FUZZ
+    @given(data=st.binary(max_size=3000))
+    def test_arbitrary_bytes(self, tmp_path, data):
+        path = tmp_path / "noise.png"
+        path.write_bytes(data)
+        self._readable_or_refused(path)
+
+    @staticmethod
+    def _readable_or_refused(path):
+        try:
+            pixels = preprocess_image(path)
+        except UserError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+            return
+        assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
+
+
+class ReachedWork(Exception):
+    """Raised by the stand-in for a command's real work: the flags were accepted."""
+
+
+def _stand_in(*args, **kwargs):
+    raise ReachedWork
+
+
+FLAG_VALUES = st.one_of(st.integers(-10 ** 20, 10 ** 20).map(str), st.floats().map(str),
+                        st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                                max_size=12),
+                        st.sampled_from(["", "-1", "0", "nan", "inf", "1e999", "cuda:99", "auto", "keras3", "bf16"]))
+
+
+def _argv(draw, module) -> list:
+    actions = [a for a in module.parser()._actions if a.option_strings and a.dest != "help"]
+    chosen = draw(st.lists(st.sampled_from(actions), max_size=4, unique_by=lambda a: a.dest))
+    argv = []
+    for action in chosen:
+        argv.append(action.option_strings[0])
+        if action.nargs != 0:
+            argv += [draw(FLAG_VALUES) for _ in range(draw(st.integers(0, 2)) if action.nargs in ("+", "*") else 1)]
+    return argv + draw(st.lists(FLAG_VALUES, max_size=2))  # and stray positional values
+
+
+COMMANDS = {"train": (train, ["torch_mnist.training.run_training"]),
+            "evaluate": (evaluate, ["torch_mnist.commands.runs.load_run"]),
+            "predict": (predict, ["torch_mnist.predict.predict_files"]),
+            "plot": (plot, ["torch_mnist.plots.plot_curves"]),
+            "benchmark": (benchmark, ["torch_mnist.benchmark.run_benchmark"]),
+            "reproduce": (reproduce, ["torch_mnist.reproduce.run_seeds"]),
+            "prepare_data": (prepare, ["torch_mnist.prepare.prepare_dataset"])}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+@FUZZ
+@given(data=st.data())
+def test_flag_values_for_every_script(name, data, tmp_path_factory, capsys, monkeypatch):
+    module, work = COMMANDS[name]
+    for target in work:  # the commands' real work is stood in for: what is fuzzed is the road to it
+        monkeypatch.setattr(target, _stand_in)
+    folder = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(folder)  # default outputs (ckpt.pt, bench.json, runs/) land in a fresh folder
+    make_synthetic_root(folder / "data")
+    argv = _argv(data.draw, module)
+    try:
+        code = run_main(module.main, argv)
+    except ReachedWork:
+        return  # the flags were sound: the command got as far as its work
+    except SystemExit as e:  # --help (or -h) among the values
+        assert e.code == 0, argv
+        return
+    captured = capsys.readouterr()
+    if code == 0:
+        return  # e.g. plot of nothing: nothing to refuse
+    assert code == 2, (argv, captured.err)
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, (argv, captured.err)
