@@ -107,7 +107,9 @@ def test_a_nan_on_one_rank_ends_every_rank_together(tmp_path):
 def test_dropout_masks_differ_across_ranks_and_a_dropout_run_resumes_bit_for_bit(tmp_path):
     root = make_synthetic_root(tmp_path / "data", train=512, test=200)
     flags = ["--data-dir", root, "--quiet", "--no-plots", "--hidden", 32, "--dropout", 0.5]
-    assert torchrun(*flags, "--epochs", 2, "--out", tmp_path / "one.pt").returncode == 0
+    assert torchrun(*flags, "--epochs", 2, "--out", tmp_path / "one.pt", "--log-csv", tmp_path / "log.csv",
+                    ).returncode == 0
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3  # header and 2 epochs: rank 0 logs alone
     assert torchrun(*flags, "--epochs", 1, "--out", tmp_path / "two.pt").returncode == 0
     split = torch.load(tmp_path / "two.pt", weights_only=True)
     rank0, rank1 = split["rank_rng_states"]["torch"]

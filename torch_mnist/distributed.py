@@ -111,7 +111,8 @@ def dropout_seed(seed: int, rank: int) -> int:
 
 def reduce_epoch(figures: Dict[str, float], shard: Shard, device: torch.device) -> Dict[str, float]:
     """The ranks' epoch figures combined: loss and accuracy averaged (equal shares make that the
-    global mean), and the earliest step at which any rank's loss was not finite (0: none)."""
+    global mean), and the earliest step at which any rank's loss was not finite (0: none). Other
+    entries (this rank's step losses) stay this rank's."""
     if not shard.distributed:
         return figures
     means = torch.tensor([figures["loss"], figures["accuracy"]], dtype=torch.float64, device=device)
@@ -120,7 +121,7 @@ def reduce_epoch(figures: Dict[str, float], shard: Shard, device: torch.device) 
     dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
     loss, accuracy = (means / shard.world_size).tolist()
     bad = first_bad.item()
-    return {"loss": loss, "accuracy": accuracy, "non_finite_step": 0 if bad == float("inf") else int(bad)}
+    return {**figures, "loss": loss, "accuracy": accuracy, "non_finite_step": 0 if bad == float("inf") else int(bad)}
 
 
 def gather_states(state: torch.Tensor, shard: Shard, device: torch.device) -> List[torch.Tensor]:

@@ -63,7 +63,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
                     device: torch.device, loss_fn: LossFn = cross_entropy, epoch: int = 1,
                     progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
                     stop_on_non_finite: bool = True) -> Dict[str, float]:
-    """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy", "non_finite_step"}``.
+    """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy", "non_finite_step", "step_losses"}``
+    (the last: each step's mean batch loss, a CPU tensor).
 
     A NaN or infinite loss raises :class:`NonFiniteLossError` as soon as it is seen
     (every step on the CPU, where reading costs nothing; at redraws and the end on CUDA).
@@ -94,7 +95,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     figures = meter.read()
     if stop_on_non_finite and figures["non_finite_step"]:
         raise meter.non_finite_error(epoch, figures["non_finite_step"])
-    return figures
+    return {**figures, "step_losses": meter.losses[:meter.recorded].cpu()}  # one copy per epoch, for logs
 
 
 @torch.no_grad()

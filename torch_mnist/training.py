@@ -1,8 +1,9 @@
 """A whole training run: the epoch loop with its data, checkpoints, resume and data parallelism."""
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -14,6 +15,7 @@ from .distributed import Shard, check_divisible, dropout_seed, gather_states, lo
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .errors import UserError
 from .history import History, new_history, record_epoch
+from .logs import RunLog
 from .model import MLP
 from .progress import Progress
 from .recipe import build
@@ -60,13 +62,13 @@ class CheckpointWriter:
 def run_training(config: TrainConfig, data_root: Path, device: torch.device, out: Path, *,
                  save_every: int = 1, resume: Optional[dict] = None,
                  progress: Optional[Progress] = None, writer: Optional[CheckpointWriter] = None,
-                 shard: Shard = Shard()) -> RunResult:
+                 shard: Shard = Shard(), logs: Sequence[RunLog] = ()) -> RunResult:
     """Train ``config`` (continuing ``resume``, a loaded checkpoint, if given); checkpoint to ``out``.
 
     Seeds torch's global generator with ``config.seed`` (dropout draws from it).
     Pass your own ``writer`` to inspect what was saved after an interruption. Under torchrun,
     ``shard`` is this rank: it trains on its share of each batch through DDP with dropout masks of
-    its own, and only rank 0 writes.
+    its own, and only rank 0 writes. ``logs`` (a CSV, TensorBoard) hear of every finished epoch.
     """
     config.validate()
     _check_speed_options(config, device, shard)
@@ -89,9 +91,12 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     progress = progress or Progress("quiet")
     result = RunResult(history, recipe.model, test_batches)
 
+    for log in logs:
+        log.start(recipe.model, config.to_dict(), len(history["loss"]), len(train_batches))
     with fast_cpu_math(device):
         try:
             for epoch in range(len(history["loss"]) + 1, config.epochs + 1):
+                started = time.perf_counter()
                 with progress.epoch(epoch, config.epochs, len(train_batches)):
                     train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
                                             epoch, progress, recipe.autocast_dtype,
@@ -100,7 +105,11 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
                     if train["non_finite_step"]:
                         raise NonFiniteLossError(epoch, train["non_finite_step"])
                     val = evaluate(train_model, test_batches, device, recipe.loss_fn, keep_predictions=True)
-                progress.end_epoch(record_epoch(history, train, val))
+                figures = record_epoch(history, train, val)
+                progress.end_epoch(figures)
+                for log in logs:
+                    log.epoch_end(epoch, figures, recipe.optimizer.param_groups[0]["lr"],
+                                  time.perf_counter() - started, train["step_losses"])
                 result.predicted, result.labels = val["predicted"], val["labels"]
                 rank_states = _rank_rng_states(shard, device)  # collective: every rank takes part
                 if shard.is_main:  # only the writer copies the weights to the host
@@ -108,6 +117,8 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
                                                      shuffle_generator, rank_states))
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
+            for log in logs:
+                log.close()
     return result
 
 

@@ -56,6 +56,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output (default: a bar in a terminal, "
                                                           "a line per epoch in a log)")
     p.add_argument("--no-plots", action="store_true", help="skip the curves and confusion plots (default: drawn)")
+    p.add_argument("--log-csv", metavar="PATH",
+                   help="one row per epoch, as Keras' CSVLogger writes it; resumed runs append (default: none)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="TensorBoard event files: figures per epoch, training loss per steps, config, graph "
+                        "(default: none)")
+    p.add_argument("--tensorboard-every", type=int, default=10, metavar="N",
+                   help="log the training loss every N steps (default: 10)")
     return p
 
 
@@ -63,6 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.save_every <= 0:
         raise UserError(f"--save-every must be a positive integer, got {args.save_every}")
+    if args.tensorboard_every <= 0:
+        raise UserError(f"--tensorboard-every must be a positive integer, got {args.tensorboard_every}")
     config = None
     if args.resume:
         given = [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name) is not None]
@@ -110,12 +119,13 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
             raise UserError("--verify-data knows the official checksums of MNIST only")
         verify_checksums(data_root / "MNIST" / "raw")
 
+    logs = _logs(args, resuming=resume is not None) if shard.is_main else []  # under torchrun rank 0 logs
     writer = CheckpointWriter(out, args.save_every, config.epochs, enabled=shard.is_main)
     previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         result = run_training(config, data_root, device, out, save_every=args.save_every, resume=resume,
                               progress=Progress("quiet" if args.quiet or not shard.is_main else "auto"),
-                              writer=writer, shard=shard)
+                              writer=writer, shard=shard, logs=logs)
     except KeyboardInterrupt as e:
         if shard.is_main:
             print(f"interrupted: {_saved_note(writer, out, resume, config, args)}", file=sys.stderr)
@@ -130,6 +140,20 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
     if shard.is_main:  # rank 0 reports for all
         _report(result, config, out, plots=not args.no_plots)
     return 0
+
+
+def _logs(args: argparse.Namespace, resuming: bool) -> list:
+    """The --log-csv and --tensorboard logs, each checked (writable, this run's) before any work."""
+    from ..logs import CsvLog, TensorBoardLog
+
+    logs = []
+    if args.log_csv:
+        logs.append(CsvLog(Path(args.log_csv), resuming))
+    if args.tensorboard:
+        logs.append(TensorBoardLog(Path(args.tensorboard), args.tensorboard_every))
+    for log in logs:
+        log.check()
+    return logs
 
 
 def _report(result, config: TrainConfig, out: Path, plots: bool) -> None:
