@@ -23,7 +23,7 @@ from torch_mnist.checkpoint import build_model, make_checkpoint, restore  # noqa
 from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, train  # noqa: E402
 from torch_mnist.commands.common import run_main  # noqa: E402
 from torch_mnist.idx import check_split  # noqa: E402
-from torch_mnist.predict import preprocess_image  # noqa: E402
+from torch_mnist.digits import preprocess_image  # noqa: E402
 
 from conftest import make_synthetic_root, save_with_digest, write_idx_images, write_idx_labels  # noqa: E402
 

@@ -16,7 +16,8 @@ def parser() -> argparse.ArgumentParser:
     device_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON list, an object per image (default: text)")
     p.add_argument("--show-input", metavar="OUT.png",
-                   help="write the 28x28 images the model saw, side by side (default: none)")
+                   help="write the 28x28 images the model saw, enlarged side by side and captioned with each "
+                        "file and its prediction (default: none)")
     return p
 
 
@@ -25,10 +26,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.show_input:
         check_output_path(Path(args.show_input), "--show-input")
-    import numpy as np  # the heavy imports, after the flags
-    from PIL import Image
-
     from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+    from ..digits import input_strip
     from ..files import atomic_write
     from ..predict import predict_files
     from ..runtime import resolve_device
@@ -48,8 +47,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for result in filter(lambda r: r.error is None, results):
             top3 = ", ".join(f"{names[label]}: {probability:.3f}" for label, probability in result.top3)
             print(f"{result.path}: {names[result.prediction]}  (top 3: {top3})")
-    seen = [result.pixels for result in results if result.pixels is not None]
-    if args.show_input and seen:
-        strip = Image.fromarray(np.concatenate(seen, axis=1))
+    if args.show_input:
+        captions = [f"{Path(r.path).name}: " + (names[r.prediction] if r.error is None else "unreadable")
+                    for r in results]
+        strip = input_strip([result.pixels for result in results], captions)
         atomic_write(Path(args.show_input), lambda f: strip.save(f, format="PNG"))
     return 2 if any(result.error for result in results) else 0

@@ -1,0 +1,160 @@
+"""Preprocessing own digit images the way MNIST was made: every format, size and pen (synthetic images)."""
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from torch_mnist import UserError
+from torch_mnist.digits import input_strip, preprocess_image, to_mnist_canvas
+
+from digit_images import thin_pen
+
+
+def _bar_digit(size=28, stroke=4) -> np.ndarray:
+    """A light "1"-like bar on black, as MNIST would have it."""
+    pixels = np.zeros((size, size), dtype=np.uint8)
+    middle = size // 2
+    pixels[size // 7:size - size // 7, middle - stroke // 2:middle + (stroke + 1) // 2] = 255
+    return pixels
+
+
+class TestPreprocessing:
+    def test_canvas_is_centred_by_mass_and_20px(self):
+        ink = np.zeros((100, 60), dtype=np.float32)
+        ink[10:90, 20:40] = 255  # an 80x20 bar
+        canvas = to_mnist_canvas(ink)
+        rows, cols = np.nonzero(canvas)
+        assert canvas.shape == (28, 28) and canvas.dtype == np.uint8
+        assert rows.max() - rows.min() + 1 == 20  # the longer side is 20 px
+        ys, xs = np.indices(canvas.shape)
+        mass = canvas.astype(float).sum()
+        assert abs((ys * canvas).sum() / mass - 14) <= 1 and abs((xs * canvas).sum() / mass - 14) <= 1
+
+    @pytest.mark.parametrize("mode, suffix", [("L", "png"), ("RGB", "jpg"), ("L", "bmp"), ("P", "gif")])
+    def test_light_background_is_inverted_in_every_format(self, tmp_path, mode, suffix):
+        page = Image.new("L", (200, 150), 250)
+        page.paste(Image.new("L", (20, 100), 10), (90, 25))  # a dark vertical stroke
+        path = tmp_path / f"one.{suffix}"
+        page.convert(mode).save(path)
+        canvas = preprocess_image(path)
+        assert canvas.max() > 200 and canvas[0, 0] == 0  # white ink on black, like MNIST
+
+    def test_noisy_uneven_paper_is_not_ink(self, tmp_path):
+        rng = np.random.default_rng(0)
+        paper = np.linspace(170, 245, 300)[None, :] * np.ones((200, 1)) + rng.normal(0, 8, (200, 300))
+        paper[50:150, 140:155] = 40  # one stroke
+        Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(tmp_path / "photo.jpg")
+        canvas = preprocess_image(tmp_path / "photo.jpg")
+        rows, cols = np.nonzero(canvas > 64)
+        assert rows.max() - rows.min() + 1 >= 19 and cols.max() - cols.min() + 1 <= 8  # just the stroke
+
+    @pytest.mark.parametrize("make, message", [
+        (lambda p: Image.new("L", (64, 64), 255).save(p), "blank image"),
+        (lambda p: p.write_text("not an image"), "not a readable image"),
+        (lambda p: None, "no such file"),
+    ])
+    def test_unusable_images(self, tmp_path, make, message):
+        path = tmp_path / "x.png"
+        make(path)
+        with pytest.raises(UserError, match=message):
+            preprocess_image(path)
+
+    def test_a_28px_mnist_style_digit_comes_back_as_it_was(self, tmp_path):
+        pixels = np.zeros((28, 28), dtype=np.uint8)  # placed as MNIST placed digits: centre of mass at 14
+        pixels[4:24, 12:17] = 255
+        pixels[4:24, 11] = pixels[4:24, 17] = 60  # soft edges, as MNIST's anti-aliasing left them
+        Image.fromarray(pixels).save(tmp_path / "one.png")
+        assert np.abs(preprocess_image(tmp_path / "one.png").astype(int) - pixels).max() <= 2
+
+    def test_small_images_light_on_dark_and_dark_on_light_agree(self, tmp_path):
+        light = _bar_digit()
+        Image.fromarray(light).save(tmp_path / "light.png")
+        Image.fromarray(255 - light).save(tmp_path / "dark.png")
+        assert np.array_equal(preprocess_image(tmp_path / "light.png"), preprocess_image(tmp_path / "dark.png"))
+
+    @pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+    def test_a_transparent_background_is_paper(self, tmp_path, mode):
+        # A browser canvas export: black strokes, alpha = ink, the rest fully transparent.
+        alpha = Image.fromarray(_bar_digit(280, 30))
+        image = Image.merge("RGBA", (Image.new("L", alpha.size, 0),) * 3 + (alpha,))
+        if mode == "LA":
+            image = image.convert("LA")
+        elif mode == "P":
+            image = image.quantize(colors=4, method=Image.Quantize.FASTOCTREE)
+            image.info["transparency"] = image.getpixel((0, 0))
+        image.save(tmp_path / "canvas.png", transparency=image.info.get("transparency")) if mode == "P" \
+            else image.save(tmp_path / "canvas.png")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's palette-transparency warning must not leak
+            canvas = preprocess_image(tmp_path / "canvas.png")
+        rows, cols = np.nonzero(canvas > 128)
+        assert rows.max() - rows.min() + 1 >= 19 and cols.max() - cols.min() + 1 <= 8  # the bar, not a blank
+
+    def test_16_bit_grey_is_scaled_not_clipped(self, tmp_path):
+        pixels = _bar_digit(56, 8).astype(np.uint16) * 257  # 0 or 65535
+        pixels[pixels == 0] = 12000  # dark grey paper, far above 255 in 16-bit levels
+        Image.fromarray(pixels).save(tmp_path / "deep.png")
+        assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+        canvas = preprocess_image(tmp_path / "deep.png")
+        assert canvas.max() > 200 and canvas[0, 0] == 0
+
+    def test_an_animated_gif_gives_its_first_frame(self, tmp_path):
+        first = Image.fromarray(_bar_digit(56, 8))
+        second = Image.fromarray(np.zeros((56, 56), dtype=np.uint8))  # blank
+        first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
+        assert preprocess_image(tmp_path / "anim.gif").max() > 200
+
+    def test_a_sideways_phone_photo_is_turned_upright(self, tmp_path):
+        upright = Image.fromarray(255 - _bar_digit(120, 14)).convert("RGB")
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 degrees clockwise to view": the pixels are stored turned
+        upright.rotate(90, expand=True).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+        upright.save(tmp_path / "upright.jpg", quality=95)
+        turned, plain = preprocess_image(tmp_path / "photo.jpg"), preprocess_image(tmp_path / "upright.jpg")
+        rows, cols = np.nonzero(turned > 128)
+        assert rows.max() - rows.min() > cols.max() - cols.min()  # a standing bar, not a lying one
+        assert np.abs(turned.astype(int) - plain).mean() < 8
+
+    @pytest.mark.parametrize("width", [1, 2, 3])
+    def test_a_thin_pen_is_thickened_like_mnist_strokes(self, width):
+        pixels = _bar_digit(28, 3)
+        drawing = thin_pen(pixels, 200, width)
+        canvas = preprocess_image(_png(drawing))
+        ink_per_row = canvas.sum(axis=1) / 255
+        assert np.median(ink_per_row[ink_per_row > 0]) >= 1.5  # MNIST's ~2.5 px, not a hairline
+
+    def test_a_decompression_bomb_is_one_line(self, tmp_path):
+        data = bytearray(_png(Image.new("L", (1, 1), 255)))
+        ihdr = data.index(b"IHDR")
+        import struct
+        import zlib
+        data[ihdr + 4:ihdr + 12] = struct.pack(">II", 60000, 60000)
+        data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+        (tmp_path / "bomb.png").write_bytes(bytes(data))
+        with pytest.raises(UserError, match=r"bomb.png: refused: its declared size is larger than any digit"):
+            preprocess_image(tmp_path / "bomb.png")
+
+    def test_bytes_are_read_like_files(self, tmp_path):
+        Image.fromarray(_bar_digit()).save(tmp_path / "one.png")
+        assert np.array_equal(preprocess_image((tmp_path / "one.png").read_bytes()),
+                              preprocess_image(tmp_path / "one.png"))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class TestInputStrip:
+    def test_tiles_are_enlarged_captioned_and_failures_marked(self):
+        digit = _bar_digit()
+        strip = input_strip([digit, None], ["one.png: 1", "bad.png: unreadable"])
+        assert strip.size == (2 * (112 + 8), 112 + 28)
+        tile = np.asarray(strip.convert("L"))[:112, :112]
+        assert np.array_equal(tile[::4, ::4], digit)  # each pixel a crisp 4x4 block
+        failed = np.asarray(strip)[:112, 120:232]
+        assert (failed[..., 0] > failed[..., 1] + 30).mean() > 0.5  # a red-crossed tile where an image failed

@@ -1,0 +1,194 @@
+"""Your own digit image, however it was saved -> the 28x28 image MNIST would have made of it.
+
+MNIST digits are white ink on black, cropped to the ink, scaled so the longer
+side is 20 px (anti-aliased) and pasted into 28x28 with the ink's centre of
+mass at the centre. :func:`preprocess_image` does the same to any image: a
+28x28 MNIST digit saved as PNG, a browser canvas export with a transparent
+background, a thin-pen drawing, a phone photo of paper. Every length it works
+with is relative to the image or to the ink, so it holds from 28 px to photos.
+Needs Pillow and numpy only (no torch), so a deployed model can use it too.
+"""
+
+import io
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+
+CANVAS = 28
+DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 canvas
+WORK_MIN, WORK_MAX = 112, 256  # sizes images are resampled into: large ones down; a photo's small ones up
+MNIST_STROKE = 0.12  # MNIST strokes are ~2.5 px of the 20 px box; thinner ink is thickened to this
+THIN_STROKE = 0.06  # ... when it is thinner than this fraction of the digit's longer side
+FLAT_PAPER = 24  # grey levels: a border that varies less is clean, digital paper, not a photo's
+FAINT = 0.04  # on clean paper, ink fainter than this fraction of the darkest is a lossy format's ringing
+
+
+def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
+    """A digit image (a file's path, or its bytes) as MNIST would have stored it: 28x28 uint8, white on black."""
+    name = "image" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory, not an image")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            image.seek(0)  # the first frame of an animated GIF
+            image.load()
+            grey = _grey_on_paper(image)
+    except Image.DecompressionBombError:
+        raise UserError(f"{name}: refused: its declared size is larger than any digit image needs "
+                        f"(over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as e:  # Pillow's decoders vary
+        raise UserError(f"{name}: not a readable image ({e.__class__.__name__})") from None
+    try:
+        return to_mnist_canvas(ink_of(grey))
+    except UserError as e:
+        raise UserError(f"{name}: {e}") from None
+
+
+def _grey_on_paper(image: Image.Image) -> np.ndarray:
+    """Grey levels 0-255 (float32), upright, with transparent areas turned into paper."""
+    image = ImageOps.exif_transpose(image)  # a phone photo taken sideways
+    if image.mode.startswith("I") or image.mode == "F":  # 16- and 32-bit grey: scale, do not clip at 255
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return (np.clip(values, 0, top) * (255.0 / top)).astype(np.float32)
+    if "A" in image.getbands() or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        grey = np.asarray(Image.fromarray(rgba[..., :3].astype(np.uint8)).convert("L"), dtype=np.float32)
+        alpha = rgba[..., 3] / 255.0
+        opaque = alpha > 0.5
+        # Transparent is paper: white under dark strokes (a canvas export), black under light ones.
+        paper = 255.0 if not opaque.any() or grey[opaque].mean() < 128 else 0.0
+        return alpha * grey + (1.0 - alpha) * paper
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def _resample(pixels: np.ndarray, smallest: int = 0) -> np.ndarray:
+    """Bring the longer side to at most WORK_MAX (bounded cost) and at least ``smallest`` (so that
+    strokes keep a few pixels for a photo's filters)."""
+    side = max(pixels.shape)
+    if smallest <= side <= WORK_MAX or side == 0:
+        return pixels
+    scale = (smallest if side < smallest else WORK_MAX) / side
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    resized = Image.fromarray(pixels.astype(np.float32)).resize(size, Image.BICUBIC)
+    return np.clip(np.asarray(resized), 0, 255)
+
+
+def ink_of(grey: np.ndarray) -> np.ndarray:
+    """Bright ink (0-255) on a zero background, whatever the input looked like."""
+    pixels = _resample(grey)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if np.median(border) > 127:  # a light background: dark ink on paper, the opposite of MNIST
+        pixels, border = 255.0 - pixels, 255.0 - border
+    low, high = np.percentile(border, [10, 90])
+    if high - low < FLAT_PAPER:  # clean, digital paper: the grey levels are the ink, soft edges kept
+        ink = np.clip(pixels - np.median(border), 0, 255)
+        ink[ink < FAINT * ink.max()] = 0.0  # a lossy format's ringing around the strokes
+    else:
+        ink = _photo_ink(_resample(pixels, smallest=WORK_MIN))
+    return ink * (255.0 / ink.max()) if ink.max() > 0 else ink
+
+
+def _photo_ink(pixels: np.ndarray) -> np.ndarray:
+    """Paper in a photo is never uniformly dark after inversion: subtract its smooth background (a wide
+    blur), keep what Otsu's threshold calls ink, and remove specks smaller than a stroke."""
+    radius = max(pixels.shape) / 8
+    background = np.asarray(Image.fromarray(pixels.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
+                            dtype=np.float32)
+    flattened = np.clip(pixels - np.minimum(background, pixels), 0, 255)
+    if flattened.max() < 32:  # no stroke stands out from the paper
+        return np.zeros_like(flattened)
+    ink = np.where(flattened > _otsu_threshold(flattened), flattened, 0.0)
+    mask = ink > 0
+    if _stroke_width(mask) >= 4:  # an opening would erase thinner strokes along with the specks
+        opened = Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3))
+        ink = np.where(np.asarray(opened.filter(ImageFilter.MaxFilter(3))) > 0, ink, 0.0)
+    return ink
+
+
+def _otsu_threshold(pixels: np.ndarray) -> float:
+    """The grey level that best separates ink from background (Otsu's method)."""
+    histogram = np.bincount(pixels.astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256)
+    weight_low = np.cumsum(histogram)
+    weight_high = weight_low[-1] - weight_low
+    mean_low = np.cumsum(histogram * levels) / np.maximum(weight_low, 1)
+    mean_high = ((histogram * levels).sum() - np.cumsum(histogram * levels)) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(np.argmax(between))
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """A stroke's mean width: its area over half its outline's length (exact for a long thin bar)."""
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    mask = np.pad(mask, 1)  # the image's edge is the stroke's edge too
+    inner = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3))) > 0
+    outline = max(1, int((mask & ~inner).sum()))
+    return 2.0 * area / outline
+
+
+def to_mnist_canvas(ink: np.ndarray) -> np.ndarray:
+    """Crop to the ink, thicken a thin pen's strokes to MNIST's, fit the longer side to 20 px,
+    centre by mass in 28x28 (uint8)."""
+    rows, cols = np.nonzero(ink)
+    if len(rows) == 0:
+        raise UserError("blank image: no ink found")
+    crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    longer = max(crop.shape)
+    width = _stroke_width(crop > 0.5 * crop.max())
+    if width < THIN_STROKE * longer:
+        grow = int(round(MNIST_STROKE * longer - width)) | 1  # a max filter of odd size widens by size - 1
+        crop = np.pad(crop, grow // 2)
+        crop = np.asarray(Image.fromarray(crop.astype(np.float32)).filter(ImageFilter.MaxFilter(grow)))
+    height, width = crop.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    digit = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS), dtype=np.float32)
+    total = digit.sum()
+    if total == 0:
+        raise UserError("blank image: the ink vanished when scaled to 20 px")
+    ys, xs = np.indices(digit.shape)
+    centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
+    top = min(max(int(round(CANVAS / 2 - centre_y)), 0), CANVAS - digit.shape[0])  # the whole digit on the canvas
+    left = min(max(int(round(CANVAS / 2 - centre_x)), 0), CANVAS - digit.shape[1])
+    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
+    canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+TILE = 4 * CANVAS  # each 28x28 input drawn 4x, with crisp pixels
+CAPTION = 28
+
+
+def input_strip(images: Sequence[Optional[np.ndarray]], captions: Sequence[str]) -> Image.Image:
+    """The inputs the model saw, side by side, enlarged, each captioned (file name, prediction);
+    an image that could not be used is a crossed-out tile."""
+    strip = Image.new("RGB", (len(images) * (TILE + 8), TILE + CAPTION), "white")
+    draw = ImageDraw.Draw(strip)
+    for k, (pixels, caption) in enumerate(zip(images, captions)):
+        x = k * (TILE + 8)
+        if pixels is None:
+            draw.rectangle((x, 0, x + TILE - 1, TILE - 1), fill=(255, 205, 205), outline=(200, 40, 40))
+            draw.line((x, 0, x + TILE - 1, TILE - 1), fill=(200, 40, 40), width=3)
+            draw.line((x, TILE - 1, x + TILE - 1, 0), fill=(200, 40, 40), width=3)
+        else:
+            strip.paste(Image.fromarray(pixels).resize((TILE, TILE), Image.NEAREST), (x, 0))
+        for line, text in enumerate(_wrap(caption, TILE)):
+            draw.text((x + 2, TILE + 2 + 12 * line), text, fill="black")
+    return strip
+
+
+def _wrap(text: str, width: int) -> List[str]:
+    """Two lines of at most ``width`` pixels of Pillow's default font (~6 px a character)."""
+    per_line = max(4, width // 6)
+    return [text[i:i + per_line] for i in range(0, min(len(text), 2 * per_line), per_line)]
