@@ -156,6 +156,16 @@ def run_command(command, timeout: float = 300, env=None, cwd=None) -> subprocess
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+@pytest.fixture(scope="session")
+def trained_checkpoint(real_root, tmp_path_factory) -> Path:
+    """A 2-epoch model of the real MNIST (~97% on the test set), trained once per session."""
+    from torch_mnist import TrainConfig, run_training
+
+    out = tmp_path_factory.mktemp("model") / "ckpt.pt"
+    run_training(TrainConfig(epochs=2), real_root, torch.device("cpu"), out)
+    return out
+
+
 def run_script(name: str, *args, env=None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run scripts/<name>.py the way a user does, capturing its output."""
     return run_command([sys.executable, REPO / "scripts" / f"{name}.py", *args], timeout, env, cwd)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from torch_mnist import TrainConfig, UserError, build, load_checkpoint, save_checkpoint  # noqa: E402
 from torch_mnist.checkpoint import build_model, make_checkpoint, restore  # noqa: E402
-from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, train  # noqa: E402
+from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, serve, train  # noqa: E402
 from torch_mnist.commands.common import run_main  # noqa: E402
 from torch_mnist.idx import check_split  # noqa: E402
 from torch_mnist.digits import preprocess_image  # noqa: E402
@@ -262,7 +262,8 @@ COMMANDS = {"train": (train, ["torch_mnist.training.run_training"]),
             "plot": (plot, ["torch_mnist.plots.plot_curves"]),
             "benchmark": (benchmark, ["torch_mnist.benchmark.run_benchmark"]),
             "reproduce": (reproduce, ["torch_mnist.reproduce.run_seeds"]),
-            "prepare_data": (prepare, ["torch_mnist.prepare.prepare_dataset"])}
+            "prepare_data": (prepare, ["torch_mnist.prepare.prepare_dataset"]),
+            "serve": (serve, ["torch_mnist.serve.make_server"])}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from torch_mnist import TrainConfig, load_checkpoint, run_training
+from torch_mnist import load_checkpoint
 from torch_mnist.commands.predict import main as predict_main
 from torch_mnist.data import load_mnist
 from torch_mnist.predict import predict_files
@@ -16,11 +15,9 @@ from conftest import assert_one_line_error_in_process, run_in_process, run_scrip
 from digit_images import KINDS, render_on_page
 
 
-@pytest.fixture(scope="module")
-def trained(real_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "ckpt.pt"
-    run_training(TrainConfig(epochs=2), real_root, torch.device("cpu"), out)
-    return out
+@pytest.fixture
+def trained(trained_checkpoint):
+    return trained_checkpoint
 
 
 @pytest.mark.slow

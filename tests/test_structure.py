@@ -10,18 +10,19 @@ PACKAGE = REPO / "torch_mnist"
 # Each module may import only from layers above its own line (earlier in this list).
 LAYERS = [
     {"errors", "history", "files"},  # basics everything may use
-    {"datasets", "integrity", "logs", "model", "losses", "optim", "idx", "distributed", "progress"},
+    {"datasets", "digits", "integrity", "logs", "model", "losses", "optim", "idx", "distributed", "progress"},
     {"data", "reference", "analysis", "keras_parity"},  # datasets and figures as data
     {"batches"},
     {"config"},  # its choices come from the registries above
     {"recipe", "engine", "runtime", "predict", "prepare", "plots"},  # config -> objects; the steps
+    {"serve"},
     {"checkpoint"},
     {"training", "benchmark"},  # a whole run
     {"reproduce"},
     {"commands", "commands.common"},
     {"commands.runs"},
     {"commands.train", "commands.evaluate", "commands.predict", "commands.plot", "commands.benchmark",
-     "commands.reproduce", "commands.prepare"},
+     "commands.reproduce", "commands.prepare", "commands.serve"},
 ]
 
 

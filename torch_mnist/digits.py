@@ -27,6 +27,10 @@ FLAT_PAPER = 24  # grey levels: a border that varies less is clean, digital pape
 FAINT = 0.04  # on clean paper, ink fainter than this fraction of the darkest is a lossy format's ringing
 
 
+class BlankImage(UserError):
+    """An image with no ink on it (a cleared canvas, an empty page)."""
+
+
 def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
     """A digit image (a file's path, or its bytes) as MNIST would have stored it: 28x28 uint8, white on black."""
     name = "image" if isinstance(source, bytes) else str(source)
@@ -48,8 +52,8 @@ def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
         raise UserError(f"{name}: not a readable image ({e.__class__.__name__})") from None
     try:
         return to_mnist_canvas(ink_of(grey))
-    except UserError as e:
-        raise UserError(f"{name}: {e}") from None
+    except BlankImage as e:
+        raise BlankImage(f"{name}: {e}") from None
 
 
 def _grey_on_paper(image: Image.Image) -> np.ndarray:
@@ -142,7 +146,7 @@ def to_mnist_canvas(ink: np.ndarray) -> np.ndarray:
     centre by mass in 28x28 (uint8)."""
     rows, cols = np.nonzero(ink)
     if len(rows) == 0:
-        raise UserError("blank image: no ink found")
+        raise BlankImage("blank image: no ink found")
     crop = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     longer = max(crop.shape)
     width = _stroke_width(crop > 0.5 * crop.max())
@@ -156,7 +160,7 @@ def to_mnist_canvas(ink: np.ndarray) -> np.ndarray:
     digit = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS), dtype=np.float32)
     total = digit.sum()
     if total == 0:
-        raise UserError("blank image: the ink vanished when scaled to 20 px")
+        raise BlankImage("blank image: the ink vanished when scaled to 20 px")
     ys, xs = np.indices(digit.shape)
     centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
     top = min(max(int(round(CANVAS / 2 - centre_y)), 0), CANVAS - digit.shape[0])  # the whole digit on the canvas
