@@ -35,6 +35,9 @@ class TestBenchmark:
         assert fast["x_floor"] == pytest.approx(sum(ratios) / 2)  # the median of two
         assert f"| {fast['x_floor']:.2f} |" in report
         assert result["profile"] and result["profile"][0]["ms_per_step"] > 0
+        if result["deployment"]:  # with the export extra: eager and onnxruntime side by side
+            assert set(result["deployment"]) == {"eager PyTorch", "onnxruntime"}
+            assert "| deployed model, onnxruntime: 10,000 images |" in report
         json.dumps(result)  # everything in it is JSON-ready
 
     @pytest.mark.keras

@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, serve, train
+from torch_mnist.commands import benchmark, evaluate, export, plot, predict, prepare, reproduce, serve, train
 from torch_mnist.commands.common import Parser
 
 from conftest import REPO, assert_one_line_error_in_process, run_command
 
 COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "plot": plot, "benchmark": benchmark,
-            "reproduce": reproduce, "prepare_data": prepare, "serve": serve}
+            "reproduce": reproduce, "prepare_data": prepare, "serve": serve, "export": export}
 
 # In a fresh interpreter: the script's --help, then a bad flag, then which heavy modules got imported.
 PROBE = """
@@ -72,6 +72,11 @@ def test_one_device_default_everywhere():
     defaults = {name: action.default for name, module in COMMANDS.items() for action in module.parser()._actions
                 if action.dest == "device"}
     assert set(defaults.values()) == {"auto"} and "predict" in defaults
+
+
+def test_export_formats_are_the_library_s():
+    from torch_mnist.export import FORMATS
+    assert export.FORMATS == FORMATS
 
 
 def test_benchmark_variants_are_the_library_s():

@@ -1,6 +1,7 @@
 """Own-digit prediction: preprocessing like MNIST's, and the rendered-digit accuracy test."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,10 +10,17 @@ from PIL import Image
 from torch_mnist import load_checkpoint
 from torch_mnist.commands.predict import main as predict_main
 from torch_mnist.data import load_mnist
+from torch_mnist.engine import predict_probabilities
 from torch_mnist.predict import predict_files
 
 from conftest import assert_one_line_error_in_process, run_in_process, run_script
 from digit_images import KINDS, render_on_page
+
+
+def _probabilities(checkpoint):
+    from torch_mnist import build_model
+    from torch_mnist.checkpoint import checkpoint_normalization
+    return partial(predict_probabilities, build_model(checkpoint), checkpoint_normalization(checkpoint))
 
 
 @pytest.fixture
@@ -23,9 +31,6 @@ def trained(trained_checkpoint):
 @pytest.mark.slow
 class TestOnRealDigits:
     def test_rendered_test_digits_are_predicted_at_95_percent(self, trained, real_root, tmp_path):
-        from torch_mnist import build_model
-        from torch_mnist.checkpoint import checkpoint_normalization
-
         checkpoint = load_checkpoint(trained)
         test = load_mnist(real_root, train=False)
         rng = np.random.default_rng(1)
@@ -36,23 +41,20 @@ class TestOnRealDigits:
             paths.append(render_on_page(test.data[i].numpy(), tmp_path / f"{i}.{('png', 'jpg')[i % 2]}",
                                  offset=offset, mode=mode))
             labels.append(int(test.targets[i]))
-        results = predict_files(build_model(checkpoint), paths, checkpoint_normalization(checkpoint))
+        results = predict_files(paths, _probabilities(checkpoint))
         accuracy = np.mean([r.prediction == label for r, label in zip(results, labels)])
         assert accuracy >= 0.95, accuracy
 
     @pytest.mark.parametrize("kind", sorted(KINDS))
     def test_digits_saved_every_usual_way_are_read_like_the_test_set(self, trained, real_root, tmp_path, kind):
         # The 2-epoch model reads the test tensors at ~97%; each kind of saved image must stay close.
-        from torch_mnist import build_model
-        from torch_mnist.checkpoint import checkpoint_normalization
-
         checkpoint = load_checkpoint(trained)
         test = load_mnist(real_root, train=False)
         paths = []
         for i in range(200):
             KINDS[kind](test.data[i].numpy()).save(tmp_path / f"{i}.png")
             paths.append(tmp_path / f"{i}.png")
-        results = predict_files(build_model(checkpoint), paths, checkpoint_normalization(checkpoint))
+        results = predict_files(paths, _probabilities(checkpoint))
         accuracy = np.mean([r.prediction == int(label) for r, label in zip(results, test.targets[:200])])
         assert accuracy >= 0.95, (kind, accuracy)
 

@@ -10,6 +10,7 @@ import shutil
 import statistics
 import threading
 import time
+from functools import partial
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch_mnist import TrainConfig, run_training
 from torch_mnist.checkpoint import build_model, checkpoint_normalization, load_checkpoint
 from torch_mnist.commands.serve import main as serve_main
 from torch_mnist.digits import preprocess_image
+from torch_mnist.engine import predict_probabilities
 from torch_mnist.serve import DigitReader, is_loopback, make_server
 
 from conftest import REPO, assert_one_line_error_in_process
@@ -31,7 +33,8 @@ ARTIFACTS = REPO / "test-artifacts"  # screenshots a person can look at after th
 
 def _reader(checkpoint_path) -> DigitReader:
     checkpoint = load_checkpoint(checkpoint_path)
-    return DigitReader(build_model(checkpoint), checkpoint_normalization(checkpoint), [str(d) for d in range(10)])
+    return DigitReader(partial(predict_probabilities, build_model(checkpoint), checkpoint_normalization(checkpoint)),
+                       [str(d) for d in range(10)])
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,31 @@ def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, de
     return beside_the_floor(one_epoch, repeats, device)
 
 
+def deployment_speed(repeats: int = 5) -> Dict:
+    """Single-image latency and 10,000-image throughput of the reference model with its normalization
+    (raw pixels in), eager PyTorch beside onnxruntime, on the CPU. Empty without the export extra."""
+    import tempfile
+
+    from .errors import UserError
+    from .export import Deployable, write_onnx
+
+    cpu = torch.device("cpu")
+    config = TrainConfig()
+    deployable = Deployable(build(config, cpu).model, normalization_of(config)).eval()
+    one, many = torch.rand(1, 1, 28, 28) * 255, torch.rand(TEST_IMAGES, 1, 28, 28) * 255
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            run_onnx, _ = write_onnx(deployable, one.clone(), Path(folder) / "model.onnx", {})
+        except UserError:
+            return {}
+        with torch.no_grad():
+            rows = {"eager PyTorch": (lambda: deployable(one), lambda: deployable(many)),
+                    "onnxruntime": (lambda: run_onnx(one), lambda: run_onnx(many))}
+            return {name: {"latency_ms": 1000 * best_time(single, cpu, calls=200, repeats=repeats),
+                           "images_per_second": TEST_IMAGES / best_time(batch, cpu, calls=3, repeats=repeats)}
+                    for name, (single, batch) in rows.items()}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -186,6 +211,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "eval_images_per_second": evaluation_throughput(in_order, device),
         "profile": profile_epoch(shuffled(), device, config=config),
         "variants": {},
+        "deployment": deployment_speed(),
     }
     if "compile" in variants:
         check_compile(device)
@@ -228,6 +254,9 @@ def format_report(result: Dict) -> str:
             lines.append(f"| fast path speed-up over {label.split(' (')[0]} | "
                          f"{result[key]['median'] / fast:.1f}x | |")
     lines.append(f"| evaluation throughput | {result['eval_images_per_second']:,.0f} images/s | |")
+    for runtime, speed in result.get("deployment", {}).items():
+        lines.append(f"| deployed model, {runtime}: one image | {speed['latency_ms']:.3f} ms | |")
+        lines.append(f"| deployed model, {runtime}: 10,000 images | {speed['images_per_second']:,.0f} images/s | |")
     lines.append(f"| peak resident memory (fast path only) | {result['peak_rss_mb_fast_path']:.0f} MB | |")
     lines.append(f"| peak resident memory (whole benchmark) | {result['peak_rss_mb']:.0f} MB | |")
     lines += ["", "Profile of one fast-path training epoch (torch.profiler, self time):", "",

@@ -3,9 +3,11 @@
 import contextlib
 from typing import Callable, Dict, Iterable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
+from .data import Normalization
 from .errors import UserError
 from .history import History, new_history, record_epoch
 from .losses import cross_entropy
@@ -128,6 +130,15 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, loss_fn:
     if keep_predictions:
         metrics.update(predicted=torch.cat(predicted).cpu(), labels=torch.cat(true).cpu())
     return metrics
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, normalization: Normalization, pixels: np.ndarray,
+                          device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """Class probabilities (N, classes) for uint8 images (N, 28, 28), normalized as in training."""
+    images = normalization.apply(torch.from_numpy(np.ascontiguousarray(pixels))).flatten(1).to(device)
+    model.eval()
+    return torch.softmax(model(images), dim=1).cpu().numpy()
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Iterable, val_batches: Iterable,

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -62,6 +63,25 @@ def _write_and_rename(path: Path, write: Callable) -> None:
         os.fsync(directory)  # make the rename itself durable
     finally:
         os.close(directory)
+
+
+@contextlib.contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A path to write ``path``'s new contents at (for writers that take a file name), moved over
+    ``path`` in one rename when the block succeeds and deleted when it fails.
+
+    It lies in a private folder created next to ``path`` (same file system, nobody else's
+    links), under ``path``'s own name, so writers that look at the name see the real one.
+    """
+    path = Path(path)
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield folder / path.name
+        with signals_deferred():
+            os.chmod(folder / path.name, 0o666 & ~_umask())
+            os.replace(folder / path.name, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _umask() -> int:

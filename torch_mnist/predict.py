@@ -1,15 +1,18 @@
-"""Predictions for your own digit images: preprocessed as MNIST was made (:mod:`.digits`), then the model."""
+"""Predictions for your own digit images: each prepared as MNIST was made (:mod:`.digits`), then read by
+any model that maps 28x28 pixels to class probabilities (a checkpoint through torch, or an exported
+ONNX file through onnxruntime). No torch here, so both paths share it."""
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
-import torch
 
-from .data import Normalization
 from .digits import preprocess_image
 from .errors import UserError
+
+# uint8 images (N, 28, 28), white ink on black -> class probabilities (N, classes)
+Probabilities = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -27,17 +30,13 @@ class Prediction:
         return result
 
 
-@torch.no_grad()
-def predict_pixels(model: torch.nn.Module, pixels: np.ndarray, normalization: Normalization,
-                   device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """Class probabilities (N, 10) for uint8 images shaped (N, 28, 28)."""
-    images = normalization.apply(torch.from_numpy(np.ascontiguousarray(pixels))).flatten(1).to(device)
-    model.eval()
-    return torch.softmax(model(images), dim=1).cpu()
+def top_three(probabilities: np.ndarray) -> List[list]:
+    """``[[class, probability], ...]`` of the three likeliest classes, likeliest first."""
+    order = np.argsort(-probabilities, kind="stable")[:3]
+    return [[int(i), round(float(probabilities[i]), 6)] for i in order]
 
 
-def predict_files(model: torch.nn.Module, paths: Sequence[Path], normalization: Normalization,
-                  device: torch.device = torch.device("cpu")) -> List[Prediction]:
+def predict_files(paths: Sequence[Path], probabilities: Probabilities) -> List[Prediction]:
     """One :class:`Prediction` per path; an unreadable or blank image gets ``error`` instead."""
     results, readable = [], []
     for path in paths:
@@ -47,9 +46,7 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], normalization: 
         except UserError as e:
             results.append(Prediction(str(path), error=str(e)))
     if readable:
-        probabilities = predict_pixels(model, np.stack([r.pixels for r in readable]), normalization, device)
-        for result, row in zip(readable, probabilities):
-            top = torch.topk(row, 3)
-            result.prediction = int(top.indices[0])
-            result.top3 = [[int(i), round(float(p), 6)] for p, i in zip(top.values, top.indices)]
+        for result, row in zip(readable, probabilities(np.stack([r.pixels for r in readable]))):
+            result.top3 = top_three(row)
+            result.prediction = result.top3[0][0]
     return results

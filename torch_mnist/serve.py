@@ -15,22 +15,23 @@ from importlib import resources
 from typing import List, Optional
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .data import Normalization
 from .digits import BlankImage, preprocess_image
 from .errors import UserError
-from .predict import predict_pixels
+from .predict import Probabilities, top_three
 
 MAX_BODY_BYTES = 1_000_000  # a 280 px canvas PNG is ~5-20 kB
 
 
 class DigitReader:
-    """A model ready to read digit images; safe to call from many threads at once."""
+    """A model ready to read digit images; safe to call from many threads at once.
 
-    def __init__(self, model: torch.nn.Module, normalization: Normalization, class_names: List[str]):
-        self.model, self.normalization, self.class_names = model.eval(), normalization, class_names
+    ``probabilities`` is any model's (a checkpoint's through torch, an ONNX file's through onnxruntime).
+    """
+
+    def __init__(self, probabilities: Probabilities, class_names: List[str]):
+        self.probabilities, self.class_names = probabilities, class_names
         self._lock = threading.Lock()  # one forward pass at a time: torch's CPU kernels use every core already
 
     def read(self, image: bytes) -> dict:
@@ -40,10 +41,8 @@ class DigitReader:
         except BlankImage:
             return {"blank": True}
         with self._lock:
-            probabilities = predict_pixels(self.model, pixels[None], self.normalization)[0]
-        top = torch.topk(probabilities, 3)
-        return {"prediction": int(top.indices[0]), "class_name": self.class_names[int(top.indices[0])],
-                "top3": [[int(i), round(float(p), 6)] for p, i in zip(top.values, top.indices)],
+            top3 = top_three(self.probabilities(pixels[None])[0])
+        return {"prediction": top3[0][0], "class_name": self.class_names[top3[0][0]], "top3": top3,
                 "input": _png_data_url(pixels)}
 
 

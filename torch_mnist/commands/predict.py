@@ -13,6 +13,9 @@ def parser() -> argparse.ArgumentParser:
     p = Parser("Predict the digit in your own images (PNG, JPEG, BMP, GIF).")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--checkpoint", default="ckpt.pt", help="checkpoint written by train.py (default: ckpt.pt)")
+    p.add_argument("--model", metavar="MODEL.onnx",
+                   help="read with a model exported by export.py instead, through onnxruntime: no torch needed "
+                        "(default: the checkpoint)")
     device_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON list, an object per image (default: text)")
     p.add_argument("--show-input", metavar="OUT.png",
@@ -26,20 +29,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.show_input:
         check_output_path(Path(args.show_input), "--show-input")
-    from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
-    from ..digits import input_strip
+    from ..digits import input_strip  # the heavy imports, after the flags
     from ..files import atomic_write
     from ..predict import predict_files
-    from ..runtime import resolve_device
 
-    checkpoint = load_checkpoint(Path(args.checkpoint))
-    device = resolve_device(args.device)
-    results = predict_files(build_model(checkpoint, device), [Path(p) for p in args.images],
-                            checkpoint_normalization(checkpoint), device)
+    probabilities, names = _onnx_model(args.model) if args.model else _checkpoint_model(args)
+    results = predict_files([Path(p) for p in args.images], probabilities)
     for result in results:
         if result.error:
             print(f"error: {result.error}", file=sys.stderr)
-    names = class_names(checkpoint_config(checkpoint).dataset)
     if args.json:
         print(json.dumps([{**result.to_dict(), **({"class_name": names[result.prediction]}
                                                   if result.error is None else {})} for result in results]))
@@ -53,3 +51,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         strip = input_strip([result.pixels for result in results], captions)
         atomic_write(Path(args.show_input), lambda f: strip.save(f, format="PNG"))
     return 2 if any(result.error for result in results) else 0
+
+
+def _checkpoint_model(args: argparse.Namespace) -> tuple:
+    """The checkpoint's model through torch: its probabilities and class names."""
+    from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+    from ..engine import predict_probabilities
+    from ..runtime import resolve_device
+
+    checkpoint = load_checkpoint(Path(args.checkpoint))
+    device = resolve_device(args.device)
+    model, normalization = build_model(checkpoint, device), checkpoint_normalization(checkpoint)
+    return (lambda pixels: predict_probabilities(model, normalization, pixels, device),
+            class_names(checkpoint_config(checkpoint).dataset))
+
+
+def _onnx_model(path: str) -> tuple:
+    """An exported model through onnxruntime: this path never imports torch."""
+    from ..deployed import OnnxDigitReader
+
+    reader = OnnxDigitReader(Path(path))
+    return reader.probabilities, reader.class_names

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -27,12 +28,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.max_body <= 0:
         raise UserError(f"--max-body must be a positive number of bytes, got {args.max_body}")
     from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+    from ..engine import predict_probabilities
     from ..runtime import resolve_device  # the heavy imports, after the flags
     from ..serve import DigitReader, is_loopback, make_server, serve_until_interrupted
 
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device = resolve_device(args.device)
-    reader = DigitReader(build_model(checkpoint, device), checkpoint_normalization(checkpoint),
+    model, normalization = build_model(checkpoint, device), checkpoint_normalization(checkpoint)
+    reader = DigitReader(partial(predict_probabilities, model, normalization, device=device),
                          class_names(checkpoint_config(checkpoint).dataset))
     try:
         server = make_server(reader, args.host, args.port, args.max_body)
