@@ -24,7 +24,7 @@ class TestBenchmark:
 
     def test_report_on_synthetic_data(self, synthetic_root, monkeypatch):
         monkeypatch.setattr(benchmark, "keras_epochs", lambda *args: {})  # Keras' row: the next test
-        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16",))
+        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16",), deployment=False)
         report = format_report(result)
         assert "| fast path (in-memory), seconds per epoch |" in report
         assert "| fast path with --amp bf16 (bf16 matmuls), seconds per epoch |" in report
@@ -35,23 +35,24 @@ class TestBenchmark:
         assert fast["x_floor"] == pytest.approx(sum(ratios) / 2)  # the median of two
         assert f"| {fast['x_floor']:.2f} |" in report
         assert result["profile"] and result["profile"][0]["ms_per_step"] > 0
-        if result["deployment"]:  # with the export extra: eager and onnxruntime side by side
-            assert set(result["deployment"]) == {"eager PyTorch", "onnxruntime"}
-            assert "| deployed model, onnxruntime: 10,000 images |" in report
         json.dumps(result)  # everything in it is JSON-ready
 
     @pytest.mark.keras
-    def test_keras_row(self, synthetic_root):
+    def test_keras_and_deployment_rows(self, synthetic_root):
         pytest.importorskip("keras")
         result = run_benchmark(synthetic_root, CPU, repeats=1, loader_repeats=1, variants=())
-        assert "| Keras 3 (torch backend), seconds per epoch |" in format_report(result)
+        report = format_report(result)
+        assert "| Keras 3 (torch backend), seconds per epoch |" in report
+        if result["deployment"]:  # with the export extra: eager and onnxruntime side by side
+            assert set(result["deployment"]) == {"eager PyTorch", "onnxruntime"}
+            assert "| deployed model, onnxruntime: 10,000 images |" in report
         assert result["keras_epoch_seconds"]["median"] > 0
 
     @pytest.mark.scripts
     def test_script_writes_json(self, synthetic_root, tmp_path):
         out = tmp_path / "bench.json"
         result = run_script("benchmark", "--data-dir", synthetic_root, "--repeats", 1, "--loader-repeats", 0,
-                            "--variants", "--out", out)
+                            "--variants", "--no-deployment", "--out", out)
         assert result.returncode == 0, result.stderr
         assert json.loads(out.read_text())["fast_epoch_seconds"]["median"] > 0
         assert "matmul floor" in result.stdout

@@ -22,9 +22,10 @@ def _parse_figures(stdout):
 
 @pytest.mark.slow
 class TestRealRun:
-    def test_one_epoch_then_evaluate_reproduces_its_figures(self, real_root, tmp_path):
+    def test_one_epoch_then_evaluate_reproduces_its_figures(self, real_root, tmp_path, capsys):
         out = tmp_path / "ckpt.pt"
-        trained = run_script("train", "--epochs", 1, "--data-dir", real_root, "--out", out, "--device", "cpu")
+        trained = run_in_process(train_main, ["--epochs", 1, "--data-dir", real_root, "--out", out, "--device", "cpu"],
+                                 capsys)
         assert trained.returncode == 0, trained.stderr
         assert "Epoch 1/1" in trained.stdout and "469/469" in trained.stdout
         assert "\r" not in trained.stdout  # a log file gets whole lines, not a redrawn bar
@@ -192,13 +193,12 @@ class TestEvaluateScript:
         assert_one_line_error_in_process(evaluate_main, ["--checkpoint", tmp_path], capsys, "is a directory")
 
 
-@pytest.mark.scripts
 def test_variant_trains_and_evaluates_from_its_checkpoint(synthetic_root, tmp_path, capsys):
     out = tmp_path / "mlp2.pt"
     trained = run_in_process(train_main, ["--data-dir", synthetic_root, "--epochs", 1, "--hidden", 32, 32,
                                           "--dropout", 0.2, "--out", out, "--quiet", "--no-plots"], capsys)
     assert trained.returncode == 0, trained.stderr
-    evaluated = run_script("evaluate", "--checkpoint", out, "--data-dir", synthetic_root, "--json")
+    evaluated = run_in_process(evaluate_main, ["--checkpoint", out, "--data-dir", synthetic_root, "--json"], capsys)
     assert evaluated.returncode == 0, evaluated.stderr
     history = json.loads(out.with_suffix(".json").read_text())
     assert history["config"]["hidden"] == [32, 32]

@@ -206,8 +206,8 @@ def test_a_person_draws_digits_in_a_real_browser(trained_checkpoint):
                         for k in range(1, 11):  # a pen moves continuously: pointer events all the way
                             page.mouse.move(pad["x"] + x0 + (x1 - x0) * k / 10, pad["y"] + y0 + (y1 - y0) * k / 10)
                     page.mouse.up()
-                page.wait_for_function("document.getElementById('digit').textContent !== ''", timeout=10000)
-                page.wait_for_timeout(300)  # the answer to the last stroke
+                # the answer to the whole drawing, not to a stroke of it
+                page.wait_for_function("document.body.dataset.busy === 'no'", timeout=20000)
                 assert page.text_content("#digit") == digit
                 assert page.locator("#top3 .bar").count() == 3
                 assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")

@@ -187,10 +187,12 @@ def peak_rss_mb() -> float:
 
 
 def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loader_repeats: int = 2,
-                  config: TrainConfig = TrainConfig(), variants: tuple = tuple(VARIANTS)) -> Dict:
+                  config: TrainConfig = TrainConfig(), variants: tuple = tuple(VARIANTS),
+                  deployment: bool = True) -> Dict:
     """All measurements of one run, as a JSON-ready dict. MNIST is decoded once and shared.
 
-    ``variants`` names the speed options (keys of :data:`VARIANTS`) to time besides the default fast path.
+    ``variants`` names the speed options (keys of :data:`VARIANTS`) to time besides the default fast path;
+    ``deployment`` adds the exported model's latency and throughput (eager beside onnxruntime).
     """
     floor = matmul_floor(device)
     normalization = normalization_of(config)
@@ -211,7 +213,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "eval_images_per_second": evaluation_throughput(in_order, device),
         "profile": profile_epoch(shuffled(), device, config=config),
         "variants": {},
-        "deployment": deployment_speed(),
+        "deployment": deployment_speed() if deployment else {},
     }
     if "compile" in variants:
         check_compile(device)

@@ -21,6 +21,8 @@ def parser() -> argparse.ArgumentParser:
                    help="timed epochs of the DataLoader path and of Keras 3 (if installed); 0 skips them (default: 2)")
     p.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
                    help="speed options to time besides the default fast path (default: all; none: --variants)")
+    p.add_argument("--no-deployment", action="store_true",
+                   help="skip the exported model's rows, eager vs onnxruntime (default: measured when installed)")
     p.add_argument("--out", default="bench.json", help="where to write the JSON (default: bench.json)")
     return p
 
@@ -35,7 +37,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..runtime import resolve_device
 
     result = run_benchmark(resolve_data_root(args.data_dir), resolve_device(args.device),
-                           args.repeats, args.loader_repeats, variants=tuple(args.variants))
+                           args.repeats, args.loader_repeats, variants=tuple(args.variants),
+                           deployment=not args.no_deployment)
     from ..files import atomic_write
 
     atomic_write(Path(args.out), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
