@@ -6,7 +6,9 @@ import torch
 from torch_mnist import benchmark
 from torch_mnist.benchmark import format_report, matmul_floor, run_benchmark
 
-from conftest import run_script
+from torch_mnist.commands.benchmark import main as benchmark_main
+
+from conftest import run_in_process
 
 CPU = torch.device("cpu")
 
@@ -39,7 +41,12 @@ class TestBenchmark:
 
     @pytest.mark.keras
     def test_keras_and_deployment_rows(self, synthetic_root):
-        pytest.importorskip("keras")
+        from torch_mnist.errors import UserError
+        from torch_mnist.keras_parity import import_keras
+        try:
+            import_keras()  # on its torch backend
+        except UserError as e:
+            pytest.skip(str(e))
         result = run_benchmark(synthetic_root, CPU, repeats=1, loader_repeats=1, variants=())
         report = format_report(result)
         assert "| Keras 3 (torch backend), seconds per epoch |" in report
@@ -48,11 +55,10 @@ class TestBenchmark:
             assert "| deployed model, onnxruntime: 10,000 images |" in report
         assert result["keras_epoch_seconds"]["median"] > 0
 
-    @pytest.mark.scripts
-    def test_script_writes_json(self, synthetic_root, tmp_path):
+    def test_script_writes_json(self, synthetic_root, tmp_path, capsys):
         out = tmp_path / "bench.json"
-        result = run_script("benchmark", "--data-dir", synthetic_root, "--repeats", 1, "--loader-repeats", 0,
-                            "--variants", "--no-deployment", "--out", out)
+        result = run_in_process(benchmark_main, ["--data-dir", synthetic_root, "--repeats", 1, "--loader-repeats", 0,
+                                                 "--variants", "--no-deployment", "--out", out], capsys)
         assert result.returncode == 0, result.stderr
         assert json.loads(out.read_text())["fast_epoch_seconds"]["median"] > 0
         assert "matmul floor" in result.stdout

@@ -12,7 +12,7 @@ from torch_mnist.commands.evaluate import main as evaluate_main
 from torch_mnist.commands.plot import main as plot_main
 from torch_mnist.commands.train import main as train_main
 
-from conftest import assert_one_line_error_in_process, make_synthetic_root, run_in_process, run_script
+from conftest import assert_one_line_error_in_process, make_synthetic_root, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +69,10 @@ class TestPlotsOfARun:
         assert {p.name for p in tmp_path.glob("*.png")} == {"a.curves.png", "a.confusion.png",
                                                             "b.curves.png", "b.confusion.png"}
 
-    @pytest.mark.scripts
-    def test_plot_script(self, synthetic_run, tmp_path):
+    def test_plot_script(self, synthetic_run, tmp_path, capsys):
         root, folder = synthetic_run
         out_dir = tmp_path / "new" / "folder"  # created for us
-        result = run_script("plot", folder / "ckpt.json", "--data-dir", root, "--out-dir", out_dir)
+        result = run_in_process(plot_main, [folder / "ckpt.json", "--data-dir", root, "--out-dir", out_dir], capsys)
         assert result.returncode == 0, result.stderr
         assert Image.open(out_dir / "ckpt.curves.png").size[0] >= 800
         assert Image.open(out_dir / "ckpt.confusion.png").format == "PNG"

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from torch_mnist import UserError
+from torch_mnist import TrainConfig, UserError, run_training
 from torch_mnist.distributed import Shard, check_divisible, dropout_seed, rank_device
 
-from conftest import REPO, make_synthetic_root, run_command, run_script
+from conftest import REPO, make_synthetic_root, run_command
 
 
 def torchrun(*args, nproc=2, script=REPO / "scripts" / "train.py", timeout=300):
@@ -64,8 +64,7 @@ def test_an_epoch_with_a_short_last_batch_matches_single_process(tmp_path, seman
     # keras3's sqrt(v + eps) damps such gradients, and the runs agree to 1e-6.
     root = make_synthetic_root(tmp_path / "data", train=600, test=200)
     flags = ["--data-dir", root, "--epochs", 1, "--quiet", "--no-plots", "--keras-semantics", semantics]
-    single = run_script("train", *flags, "--out", tmp_path / "one.pt", "--device", "cpu")
-    assert single.returncode == 0, single.stderr
+    run_training(TrainConfig(epochs=1, keras_semantics=semantics), root, torch.device("cpu"), tmp_path / "one.pt")
     parallel = torchrun(*flags, "--out", tmp_path / "two.pt")
     assert parallel.returncode == 0, parallel.stderr
     one = torch.load(tmp_path / "one.pt", weights_only=True)["model_state"]

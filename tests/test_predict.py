@@ -13,7 +13,7 @@ from torch_mnist.data import load_mnist
 from torch_mnist.engine import predict_probabilities
 from torch_mnist.predict import predict_files
 
-from conftest import assert_one_line_error_in_process, run_in_process, run_script
+from conftest import assert_one_line_error_in_process, run_in_process
 from digit_images import KINDS, render_on_page
 
 
@@ -58,14 +58,14 @@ class TestOnRealDigits:
         accuracy = np.mean([r.prediction == int(label) for r, label in zip(results, test.targets[:150])])
         assert accuracy >= 0.95, (kind, accuracy)
 
-    @pytest.mark.scripts
-    def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path):
+    def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path, capsys):
         test = load_mnist(real_root, train=False)
         good = render_on_page(test.data[0].numpy(), tmp_path / "seven.png")  # test image 0 is a 7
         blank = tmp_path / "blank.png"
         Image.new("L", (50, 50), 255).save(blank)
         shown = tmp_path / "seen.png"
-        result = run_script("predict", "--checkpoint", trained, good, blank, "--json", "--show-input", shown)
+        result = run_in_process(predict_main, ["--checkpoint", trained, good, blank, "--json", "--show-input", shown],
+                                capsys)
         assert result.returncode == 2
         assert result.stderr.strip() == f"error: {blank}: blank image: no ink found"
         answers = json.loads(result.stdout)

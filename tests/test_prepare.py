@@ -12,7 +12,7 @@ from torch_mnist.prepare import prepare_dataset
 
 from torch_mnist.commands.prepare import main as prepare_main
 
-from conftest import assert_one_line_error, assert_one_line_error_in_process, run_in_process, run_script
+from conftest import assert_one_line_error_in_process, run_in_process
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -49,11 +49,9 @@ class TestPrepare:
         with pytest.raises(UserError, match="no train-images-idx3-ubyte"):
             prepare_dataset("mnist", tmp_path / "src", tmp_path / "root")
 
-    @pytest.mark.scripts
-    def test_script_errors_are_one_line(self, tmp_path):
-        result = run_script("prepare_data", "--dataset", "mnist", "--source", tmp_path / "nope",
-                            "--data-dir", tmp_path / "root")
-        assert_one_line_error(result, "not a folder")
+    def test_script_errors_are_one_line(self, tmp_path, capsys):
+        assert_one_line_error_in_process(prepare_main, ["--dataset", "mnist", "--source", tmp_path / "nope",
+                                                        "--data-dir", tmp_path / "root"], capsys, "not a folder")
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from torch_mnist.reproduce import reference_z_scores, run_seeds, summarize, summ
 
 from torch_mnist.commands.reproduce import main as reproduce_main
 
-from conftest import assert_one_line_error_in_process, run_script
+from conftest import assert_one_line_error_in_process, run_in_process
 
 
 def _history(loss, accuracy):
@@ -62,10 +62,9 @@ class TestRunSeeds:
         assert len(histories) == 2 and histories[0] != histories[1]
         assert (tmp_path / "runs" / "seed0.pt").is_file() and (tmp_path / "runs" / "seed1.json").is_file()
 
-    @pytest.mark.scripts
-    def test_script(self, synthetic_root, tmp_path):
-        result = run_script("reproduce", "--seeds", 2, "--epochs", 1, "--data-dir", synthetic_root,
-                            "--out-dir", tmp_path / "runs")
+    def test_script(self, synthetic_root, tmp_path, capsys):
+        result = run_in_process(reproduce_main, ["--seeds", 2, "--epochs", 1, "--data-dir", synthetic_root,
+                                                 "--out-dir", tmp_path / "runs"], capsys)
         assert result.returncode == 0, result.stderr
         saved = json.loads((tmp_path / "runs" / "summary.json").read_text())
         assert saved["seeds"] == 2 and len(saved["histories"]) == 2
