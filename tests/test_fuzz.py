@@ -8,6 +8,7 @@ repeatable); the README's figures come from a long run with a larger count.
 import io
 import os
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -224,7 +225,9 @@ class TestImages:
     @staticmethod
     def _readable_or_refused(path):
         try:
-            pixels = preprocess_image(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # nothing may leak to the user's terminal either
+                pixels = preprocess_image(path)
         except UserError as e:
             assert "\n" not in str(e) and str(path) in str(e)
             return

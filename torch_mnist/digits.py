@@ -10,6 +10,7 @@ Needs Pillow and numpy only (no torch), so a deployed model can use it too.
 """
 
 import io
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -41,13 +42,15 @@ def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
         if path.is_dir():
             raise UserError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.seek(0)  # the first frame of an animated GIF
-            image.load()
-            grey = _grey_on_paper(image)
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # no digit needs ~90 million pixels
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                image.seek(0)  # the first frame of an animated GIF
+                image.load()
+                grey = _grey_on_paper(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{name}: refused: its declared size is larger than any digit image needs "
-                        f"(over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+                        f"(over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as e:  # Pillow's decoders vary
         raise UserError(f"{name}: not a readable image ({e.__class__.__name__})") from None
     try:

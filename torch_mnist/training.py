@@ -100,7 +100,7 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
                 with progress.epoch(epoch, config.epochs, len(train_batches)):
                     train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
                                             epoch, progress, recipe.autocast_dtype,
-                                            stop_on_non_finite=not shard.distributed)  # ranks stop together:
+                                            stop_on_non_finite=not shard.distributed)  # under DDP, decided below
                     train = reduce_epoch(train, shard, device)  # figures averaged, the first bad step shared
                     if train["non_finite_step"]:
                         raise NonFiniteLossError(epoch, train["non_finite_step"])
