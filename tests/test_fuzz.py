@@ -1,7 +1,7 @@
 """Generated broken inputs, each held to the contract: library calls raise UserError, commands exit 2 with
 one ``error:`` line, no code from a file runs, and no file that was there is changed.
 
-Examples per test: TORCH_MNIST_FUZZ_EXAMPLES (default 25, derandomized under CI=true, so CI is
+Examples per test: TORCH_MNIST_FUZZ_EXAMPLES (default 15, derandomized under CI=true, so CI is
 repeatable); the README's figures come from a long run with a larger count.
 """
 
@@ -29,7 +29,7 @@ from torch_mnist.digits import preprocess_image  # noqa: E402
 from conftest import make_synthetic_root, save_with_digest, write_idx_images, write_idx_labels  # noqa: E402
 
 pytestmark = pytest.mark.fuzz
-EXAMPLES = int(os.environ.get("TORCH_MNIST_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("TORCH_MNIST_FUZZ_EXAMPLES", "15"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=bool(os.environ.get("CI")), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])

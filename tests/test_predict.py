@@ -47,15 +47,16 @@ class TestOnRealDigits:
 
     @pytest.mark.parametrize("kind", sorted(KINDS))
     def test_digits_saved_every_usual_way_are_read_like_the_test_set(self, trained, real_root, tmp_path, kind):
-        # The 2-epoch model reads the test tensors at ~97%; each kind of saved image must stay close.
+        # The 2-epoch model reads the test tensors at ~97%; each kind of saved image must stay close
+        # (100 digits: at most 5 mistakes).
         checkpoint = load_checkpoint(trained)
         test = load_mnist(real_root, train=False)
         paths = []
-        for i in range(150):
+        for i in range(100):
             KINDS[kind](test.data[i].numpy()).save(tmp_path / f"{i}.png")
             paths.append(tmp_path / f"{i}.png")
         results = predict_files(paths, _probabilities(checkpoint))
-        accuracy = np.mean([r.prediction == int(label) for r, label in zip(results, test.targets[:150])])
+        accuracy = np.mean([r.prediction == int(label) for r, label in zip(results, test.targets[:100])])
         assert accuracy >= 0.95, (kind, accuracy)
 
     def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path, capsys):
