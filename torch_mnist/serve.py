@@ -107,9 +107,12 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000,
         def log_message(self, format, *args):  # quiet: a drawing makes several requests a second
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), Handler)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: socketserver's 5 resets connections when many arrive at once
 
 
 def is_loopback(host: str) -> bool:
