@@ -176,6 +176,22 @@ class TestRefusals:
         assert "weights_only" not in said and len(said) < 120  # a short clause, no torch internals
 
 
+def test_an_unreadable_checkpoint_says_so(tmp_path, monkeypatch):
+    import builtins
+    _, checkpoint = _checkpoint()
+    save_checkpoint(checkpoint, tmp_path / "ckpt.pt")
+    real_open, locked = builtins.open, str(tmp_path / "ckpt.pt")
+
+    def open_refusing_it(path, *args, **kwargs):  # as chmod 000 does to anyone but root
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_refusing_it)
+    with pytest.raises(UserError, match=f"^{re.escape(locked)}: cannot be read \\(Permission denied\\)$"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+
+
 class TestDamage:
     def _saved(self, tmp_path):
         _, checkpoint = _checkpoint(hidden=64)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from torch_mnist import TrainConfig, UserError, run_training
-from torch_mnist.distributed import Shard, check_divisible, dropout_seed, rank_device
+from torch_mnist.distributed import Shard, check_divisible, dropout_seed, local_main_first, rank_device
 
 from conftest import REPO, make_synthetic_root, run_command
 
@@ -127,3 +127,19 @@ def test_each_rank_has_its_own_dropout_seed():
     seeds = [dropout_seed(0, rank) for rank in range(4)]
     assert seeds[0] == 0 and len(set(seeds)) == 4  # rank 0 keeps the run's seed: one process is unchanged
     assert dropout_seed(1, 1) != dropout_seed(0, 1) and all(0 <= s < 2 ** 64 for s in seeds)
+
+
+@pytest.mark.torchrun
+def test_data_that_cannot_be_prepared_ends_every_rank_with_one_line(tmp_path):
+    # /proc takes no new folders: rank 0's attempt to fetch the files fails at once, before any network.
+    result = torchrun("--data-dir", "/proc/torch_mnist_data", "--epochs", 1, "--out", tmp_path / "c.pt", timeout=100)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "/proc/torch_mnist_data/MNIST/raw" in errors[0], result.stderr  # rank 0's alone
+    assert "Timeout" not in result.stderr and not (tmp_path / "c.pt").exists()
+
+
+def test_the_local_main_prepares_alone_in_one_process():
+    calls = []
+    assert local_main_first(lambda: calls.append(1) or "prepared", Shard(), torch.device("cpu")) == "prepared"
+    assert calls == [1]
