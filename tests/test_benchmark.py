@@ -26,10 +26,16 @@ class TestBenchmark:
 
     def test_report_on_synthetic_data(self, synthetic_root, monkeypatch):
         monkeypatch.setattr(benchmark, "keras_epochs", lambda *args: {})  # Keras' row: the next test
-        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16",), deployment=False)
+        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16", "foreach"),
+                               deployment=False)
         report = format_report(result)
-        assert "| fast path (in-memory), seconds per epoch |" in report
+        assert "| fast path (in-memory, fused update), seconds per epoch |" in report
         assert "| fast path with --amp bf16 (bf16 matmuls), seconds per epoch |" in report
+        assert "| fast path with the eager foreach update (RMSprop(fused=False)), seconds per epoch |" in report
+        assert result["variants"]["foreach"]["optimizer_update"] == "foreach"
+        assert result["cpu"] in report.splitlines()[0] and result["cpu_capability"] in report.splitlines()[0]
+        assert result["sequenced_floor_seconds"] > 0
+        assert "| the same products in a step's order, a new batch each step |" in report
         assert "| DataLoader path, seconds per epoch |" in report
         fast = result["fast_epoch_seconds"]
         assert len(fast["runs"]) == 2 and all(run["floor_seconds"] > 0 for run in fast["runs"])

@@ -10,6 +10,7 @@ PACKAGE = REPO / "torch_mnist"
 # Each module may import only from layers above its own line (earlier in this list).
 LAYERS = [
     {"errors", "history", "files"},  # basics everything may use
+    {"kernels"},  # native code built on first use
     {"datasets", "digits", "integrity", "logs", "model", "losses", "optim", "idx", "distributed", "progress"},
     {"predict", "deployed"},  # torch-free: what a deployed model needs
     {"data", "reference", "analysis", "keras_parity"},  # datasets and figures as data

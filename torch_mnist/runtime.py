@@ -1,7 +1,9 @@
 """Where and how a run executes: device selection, CPU floating-point settings, torch.compile."""
 
 import contextlib
-from typing import Iterator
+import platform
+from pathlib import Path
+from typing import Iterator, Optional
 
 import torch
 
@@ -44,6 +46,28 @@ def fast_cpu_math(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+def native_bf16_cpu() -> Optional[bool]:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX); None when torch cannot tell.
+
+    Without it, oneDNN emulates bf16 matmuls through float32 and ``--amp bf16`` only adds casts.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not all(probes):  # private helpers of torch.cpu; absent in some builds
+        return None
+    return any(probe() for probe in probes)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as ``lscpu`` shows it (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:

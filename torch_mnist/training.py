@@ -1,6 +1,7 @@
 """A whole training run: the epoch loop with its data, checkpoints, resume and data parallelism."""
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -13,13 +14,13 @@ from .checkpoint import load_checkpoint, make_checkpoint, restore, save_checkpoi
 from .config import TrainConfig
 from .distributed import Shard, check_divisible, dropout_seed, gather_states, local_main_first, reduce_epoch
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
-from .errors import UserError
+from .errors import Note, UserError
 from .history import History, new_history, record_epoch
 from .logs import RunLog
 from .model import MLP
 from .progress import Progress
 from .recipe import build
-from .runtime import check_compile, compile_model, fast_cpu_math
+from .runtime import check_compile, compile_model, fast_cpu_math, native_bf16_cpu
 
 
 @dataclass
@@ -133,6 +134,9 @@ def _rank_rng_states(shard: Shard, device: torch.device) -> Optional[dict]:
 
 
 def _check_speed_options(config: TrainConfig, device: torch.device, shard: Shard) -> None:
+    if config.amp == "bf16" and device.type == "cpu" and native_bf16_cpu() is False and shard.is_main:
+        warnings.warn("--amp bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX), so bf16 is emulated "
+                      "and slower than float32 here; the default float32 is the fast choice", Note, stacklevel=3)
     if config.compile:
         if shard.world_size > 1:
             raise UserError("--compile is not supported under torchrun; run without it")

@@ -9,7 +9,7 @@ from ..datasets import resolve_data_root
 from ..errors import UserError
 from .common import Parser, check_output_path, data_flag, device_flag
 
-VARIANTS = ("compile", "bf16")  # the keys of torch_mnist.benchmark.VARIANTS (checked by the tests)
+VARIANTS = ("foreach", "compile", "bf16")  # the keys of torch_mnist.benchmark.VARIANTS (checked by the tests)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,13 +5,14 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
 from ..config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, TrainConfig
 from ..datasets import NORMALIZATIONS, resolve_data_root
-from ..errors import UserError
+from ..errors import Note, UserError
 from .common import Parser, Terminated, check_output_path, class_names, data_flag, device_flag, raise_terminated
 
 DEFAULTS = TrainConfig()
@@ -119,6 +120,8 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
             raise UserError("--verify-data knows the official checksums of MNIST only")
         verify_checksums(data_root / "MNIST" / "raw")
 
+    if not shard.is_main:
+        warnings.filterwarnings("ignore", category=Note)  # rank 0 says what every rank would
     logs = _logs(args, resuming=resume is not None) if shard.is_main else []  # under torchrun rank 0 logs
     writer = CheckpointWriter(out, args.save_every, config.epochs, enabled=shard.is_main)
     previous_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
