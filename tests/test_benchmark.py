@@ -35,6 +35,9 @@ class TestBenchmark:
         assert result["variants"]["foreach"]["optimizer_update"] == "foreach"
         assert result["cpu"] in report.splitlines()[0] and result["cpu_capability"] in report.splitlines()[0]
         assert result["sequenced_floor_seconds"] > 0
+        assert list(result["step_phases_ms"]) == list(benchmark.PHASES)
+        assert all(ms > 0 for ms in result["step_phases_ms"].values())
+        assert "| whole step |" in report and "| backward |" in report
         assert "| the same products in a step's order, a new batch each step |" in report
         assert "| DataLoader path, seconds per epoch |" in report
         fast = result["fast_epoch_seconds"]

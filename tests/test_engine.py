@@ -65,7 +65,7 @@ class TestTrainOneEpoch:
         assert "epoch 3, step" in str(error.value) and "--lr" in str(error.value)
 
     def test_meter_reads_weighted_means_and_the_first_bad_step_at_once(self):
-        meter = EpochMeter(4, CPU)
+        meter = EpochMeter(CPU)
         for step, (value, size) in enumerate([(1.0, 4), (2.0, 4), (float("nan"), 4), (3.0, 2)]):
             meter.record(step, torch.tensor(value), torch.zeros(size, 10), torch.zeros(size, dtype=torch.long))
             if step == 1:

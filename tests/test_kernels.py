@@ -24,11 +24,25 @@ def _state(seed: int = 0, size: int = 50_000):
     gradients, exactly zero ones (never-inked pixels), averages from zero to 1e-2."""
     generator = torch.Generator().manual_seed(seed)
     param = torch.randn(size, generator=generator) * 0.05
-    grad = torch.randn(size, generator=generator) * torch.logspace(-12, 0, size)[torch.randperm(size, generator=generator)]
+    magnitudes = torch.logspace(-12, 0, size)[torch.randperm(size, generator=generator)]
+    grad = torch.randn(size, generator=generator) * magnitudes
     grad[:500] = 0.0
     square_avg = torch.rand(size, generator=generator) * torch.logspace(-30, -2, size)
     square_avg[250:750] = 0.0
     return param, grad, square_avg
+
+
+def _fma32(a, b, c):
+    """float32 fma(a, b, c) in numpy, exactly: the product is exact in float64; the sum is rounded to odd
+    (from its rounded value and its exact error) so that the final rounding to float32 is the only one."""
+    product, addend = a.astype(np.float64) * b.astype(np.float64), c.astype(np.float64)
+    total = product + addend
+    part = total - addend
+    error = (product - part) + (addend - (total - part))  # total + error == product + addend, exactly
+    bits = total.view(np.int64)
+    bits = np.where((error != 0) & (np.sign(error) != np.sign(total)), bits - 1, bits)  # truncate toward 0
+    bits = np.where(error != 0, bits | 1, bits)  # inexact: make it odd
+    return bits.view(np.float64).astype(np.float32)
 
 
 def _float32_formula(param, grad, square_avg, eps_inside, clamp=True):
@@ -36,8 +50,7 @@ def _float32_formula(param, grad, square_avg, eps_inside, clamp=True):
     v = fma((1 - rho) g, g, rho v), max(v, FLT_MIN) (``clamp``), exact sqrt, p + (-lr g) / d."""
     f32 = np.float32
     p, g, v = (t.numpy().copy() for t in (param, grad, square_avg))
-    product = (f32(1 - RHO) * g).astype(np.float64) * g.astype(np.float64)  # exact in float64
-    v = (product + (f32(RHO) * v).astype(np.float64)).astype(f32)  # the fused multiply-add's one rounding
+    v = _fma32(f32(1 - RHO) * g, g, f32(RHO) * v)
     if clamp:
         v = np.maximum(v, f32(FLT_MIN))
     denominator = np.sqrt(v + f32(EPS)) if eps_inside else np.sqrt(v) + f32(EPS)

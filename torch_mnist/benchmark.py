@@ -5,20 +5,22 @@ the figures compare on a noisy or shared machine.
 """
 
 import itertools
+import math
 import resource
 import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from .batches import InMemoryBatches, TensorSplit, decode, make_batches
 from .config import TrainConfig
 from .data import load_mnist
-from .engine import evaluate, train_one_epoch
+from .engine import EpochMeter, evaluate, train_one_epoch
 from .model import IMAGE_PIXELS, MLP
+from .optim import RMSprop
 from .recipe import build, normalization_of
 from .runtime import check_compile, compile_model, cpu_name, fast_cpu_math, native_bf16_cpu
 
@@ -123,12 +125,10 @@ def sequenced_floor(device: torch.device, batch_size: int = 128, hidden: int = 5
         -(-TEST_IMAGES // batch_size) * validation
 
 
-def timed_epochs(train_batches, test_batches, device: torch.device, repeats: int,
-                 config: TrainConfig = TrainConfig(), fused: Optional[bool] = None) -> Dict:
-    """Whole epochs (training + validation) through one data path, each beside its own floor.
-
-    ``fused`` is the optimizer's choice of update (see :class:`~torch_mnist.optim.RMSprop`).
-    """
+def epoch_timer(train_batches, test_batches, device: torch.device, config: TrainConfig = TrainConfig(),
+                fused: Optional[bool] = None) -> Tuple[Callable[[], float], RMSprop]:
+    """A function timing one whole epoch (training + validation) of a fresh run of ``config``, and its
+    optimizer. ``fused`` is the optimizer's choice of update (see :class:`~torch_mnist.optim.RMSprop`)."""
     recipe = build(config, device)
     recipe.optimizer.fused = False if config.compile else fused
     train_model = compile_model(recipe.model) if config.compile else recipe.model
@@ -142,25 +142,28 @@ def timed_epochs(train_batches, test_batches, device: torch.device, repeats: int
         _sync(device)
         return time.perf_counter() - start
 
-    with fast_cpu_math(device):
-        timing = beside_the_floor(one_epoch, repeats, device)
-    return {**timing, "optimizer_update": recipe.optimizer.implementation}
+    return one_epoch, recipe.optimizer
 
 
-def beside_the_floor(one_epoch: Callable[[], float], repeats: int, device: torch.device) -> Dict:
-    """``repeats`` timed calls of ``one_epoch`` after a warm-up call, each just after a fresh floor.
+def interleaved(timers: Dict[str, Callable[[], float]], repeats: int, device: torch.device) -> Dict[str, Dict]:
+    """``repeats`` rounds of one timed epoch of each timer in turn, each just after a fresh floor.
 
-    Reported: the median time and the median of time / floor. On a shared
-    machine whose speed drifts during the run, neighbouring measurements
-    compare, distant ones do not.
+    Each timer first runs one untimed epoch (warming caches and allocators, and compiling
+    where --compile is on). Reported per timer: the median time and the median of time /
+    floor. Taking turns, rather than one block of epochs after another, lets a shared
+    machine whose speed drifts during the run slow every contender alike.
     """
-    one_epoch()  # warms caches and allocators, and compiles where --compile is on
-    runs = []
-    for _ in range(repeats):
-        floor = matmul_floor(device, repeats=3)["epoch_seconds"]
-        runs.append({"seconds": one_epoch(), "floor_seconds": floor})
-    return {"runs": runs, "median": statistics.median(run["seconds"] for run in runs),
-            "x_floor": statistics.median(run["seconds"] / run["floor_seconds"] for run in runs)}
+    runs = {name: [] for name in timers}
+    with fast_cpu_math(device):
+        for one_epoch in timers.values():
+            one_epoch()
+        for _ in range(repeats):
+            for name, one_epoch in timers.items():
+                floor = matmul_floor(device, repeats=3)["epoch_seconds"]
+                runs[name].append({"seconds": one_epoch(), "floor_seconds": floor})
+    return {name: {"runs": timed, "median": statistics.median(run["seconds"] for run in timed),
+                   "x_floor": statistics.median(run["seconds"] / run["floor_seconds"] for run in timed)}
+            for name, timed in runs.items()}
 
 
 def profile_epoch(train_batches, device: torch.device, top: int = 10,
@@ -184,6 +187,48 @@ def profile_epoch(train_batches, device: torch.device, top: int = 10,
              "share": e.self_cpu_time_total / total} for e in ranked]
 
 
+PHASES = ("batch", "forward and loss", "backward", "update", "bookkeeping")
+
+
+def step_phases(train_batches, device: torch.device, config: TrainConfig = TrainConfig()) -> Dict[str, float]:
+    """Milliseconds per step of each phase of a fast-path training step, over one epoch after a warm-up one.
+
+    The steps of :func:`~torch_mnist.engine.train_one_epoch`, with a clock read between
+    phases (and, on CUDA, a synchronisation): unlike the profiler, nothing is added to
+    any operation, so the phases add up to the real step.
+    """
+    recipe = build(config, device)
+    model, optimizer, loss_fn = recipe.model, recipe.optimizer, recipe.loss_fn
+    totals = dict.fromkeys(PHASES, 0.0)
+    with fast_cpu_math(device):
+        train_one_epoch(model, train_batches, optimizer, device, loss_fn)  # warm-up
+        meter, batches = EpochMeter(device), iter(train_batches)
+        for step in range(len(train_batches)):
+            times = [time.perf_counter()]
+            images, labels = next(batches)
+            times.append(_clock(device))
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+            times.append(_clock(device))
+            loss.backward()
+            times.append(_clock(device))
+            optimizer.step()
+            times.append(_clock(device))
+            meter.record(step, loss, logits, labels)
+            if device.type == "cpu":
+                math.isfinite(loss.item())  # the loop's divergence check
+            times.append(_clock(device))
+            for phase, start, end in zip(PHASES, times, times[1:]):
+                totals[phase] += end - start
+    return {phase: 1000 * seconds / len(train_batches) for phase, seconds in totals.items()}
+
+
+def _clock(device: torch.device) -> float:
+    _sync(device)
+    return time.perf_counter()
+
+
 def evaluation_throughput(test_batches, device: torch.device) -> float:
     """Test images per second through :func:`evaluate` on the fast path."""
     model = MLP().to(device)
@@ -202,7 +247,7 @@ def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, de
         return {}
     one_epoch = keras_epoch_timer(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
                                   test_set.labels)
-    return beside_the_floor(one_epoch, repeats, device)
+    return interleaved({"keras": one_epoch}, repeats, device)["keras"]
 
 
 def deployment_speed(repeats: int = 5) -> Dict:
@@ -251,6 +296,19 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         return InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
 
     in_order = InMemoryBatches(test_set, config.batch_size)
+    if "compile" in variants:
+        check_compile(device)
+    contenders = {"fast": epoch_timer(shuffled(), in_order, device, config)}
+    with fast_cpu_math(device):
+        contenders["fast"][0]()  # an epoch before any variant exists, for the fast path's own peak memory
+    peak_fast_path = peak_rss_mb()
+    for name in variants:  # each a fresh run on its own batches, timed in turn with the others
+        variant = VARIANTS[name]
+        contenders[name] = epoch_timer(shuffled(), in_order, device, replace(config, **variant.config),
+                                       variant.fused)
+    timings = interleaved({name: timer for name, (timer, _) in contenders.items()}, repeats, device)
+    for name, (_, optimizer) in contenders.items():
+        timings[name]["optimizer_update"] = optimizer.implementation
     result = {
         "device": str(device),
         "cpu": cpu_name(),
@@ -260,25 +318,21 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "threads": torch.get_num_threads(),
         "floor": floor,
         "sequenced_floor_seconds": sequenced_floor(device),
-        "fast_epoch_seconds": timed_epochs(shuffled(), in_order, device, repeats, config),
-        "peak_rss_mb_fast_path": peak_rss_mb(),
+        "fast_epoch_seconds": timings.pop("fast"),
+        "peak_rss_mb_fast_path": peak_fast_path,
         "eval_images_per_second": evaluation_throughput(in_order, device),
         "profile": profile_epoch(shuffled(), device, config=config),
-        "variants": {},
+        "step_phases_ms": step_phases(shuffled(), device, config),
+        "variants": timings,
         "deployment": deployment_speed() if deployment else {},
     }
-    if "compile" in variants:
-        check_compile(device)
-    for name in variants:
-        variant = VARIANTS[name]
-        result["variants"][name] = timed_epochs(shuffled(), in_order, device, repeats,
-                                                replace(config, **variant.config), variant.fused)
     if loader_repeats:
         loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
                                     torch.Generator().manual_seed(config.seed), config.dataset)
         loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader",
                                    dataset=config.dataset)
-        result["dataloader_epoch_seconds"] = timed_epochs(loader_train, loader_test, device, loader_repeats, config)
+        loader_epoch, _ = epoch_timer(loader_train, loader_test, device, config)
+        result["dataloader_epoch_seconds"] = interleaved({"loader": loader_epoch}, loader_repeats, device)["loader"]
         keras = keras_epochs(train_set, test_set, loader_repeats, device)
         if keras:
             result["keras_epoch_seconds"] = keras
@@ -320,6 +374,16 @@ def format_report(result: Dict) -> str:
         lines.append(f"| deployed model, {runtime}: 10,000 images | {speed['images_per_second']:,.0f} images/s | |")
     lines.append(f"| peak resident memory (fast path only) | {result['peak_rss_mb_fast_path']:.0f} MB | |")
     lines.append(f"| peak resident memory (whole benchmark) | {result['peak_rss_mb']:.0f} MB | |")
+    phases = result.get("step_phases_ms")
+    if phases:
+        per_shape = [row["seconds"] * 1000 for row in result["floor"]["per_shape"].values()]
+        products = {"forward and loss": sum(per_shape[:2]), "backward": sum(per_shape[2:])}
+        lines += ["", "One fast-path training step, phase by phase (a clock between phases, one epoch):", "",
+                  "| phase | ms/step | its products' floor |", "|---|---|---|"]
+        for phase, ms in phases.items():
+            floor = f"{products[phase]:.3f} ms" if phase in products else ""
+            lines.append(f"| {phase} | {ms:.3f} | {floor} |")
+        lines.append(f"| whole step | {sum(phases.values()):.3f} | {sum(per_shape):.3f} ms |")
     lines += ["", "Profile of one fast-path training epoch (torch.profiler, self time):", "",
               "| op | calls/step | ms/step | share |", "|---|---|---|---|"]
     for row in result.get("profile", []):

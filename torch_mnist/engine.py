@@ -2,7 +2,7 @@
 
 import contextlib
 import math
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -30,33 +30,46 @@ class NonFiniteLossError(UserError):
 class EpochMeter:
     """Per-step losses, correct counts and batch sizes, kept on the device until read.
 
-    Recording is asynchronous; :meth:`read` reads the device once, so on CUDA a
-    step never waits for the GPU and a progress redraw costs one transfer.
+    Recording only keeps references (no device work, no synchronisation), so on CUDA
+    a step never waits for the GPU; :meth:`read` stacks them and reads the device once.
     """
 
-    def __init__(self, steps: int, device: torch.device):
-        self.losses = torch.zeros(steps, device=device)  # each step's mean batch loss
-        self.correct = torch.zeros(steps, dtype=torch.int64, device=device)
-        self.sizes = torch.zeros(steps, dtype=torch.float64, device=device)
-        self.recorded = 0
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.losses: List[torch.Tensor] = []  # each step's mean batch loss, a 0-dim tensor
+        self.correct: List[torch.Tensor] = []  # each step's count of right predictions, a 0-dim tensor
+        self.sizes: List[int] = []  # each step's batch size, known on the host
+
+    @property
+    def recorded(self) -> int:
+        return len(self.losses)
 
     def record(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.losses[step] = loss.detach()
-        self.correct[step] = (logits.argmax(dim=1) == labels).sum()
-        self.sizes[step] = len(labels)  # a fill on the device: no synchronisation
-        self.recorded = step + 1
+        if step != self.recorded:
+            raise ValueError(f"step {step} recorded after {self.recorded} steps")
+        self.losses.append(loss.detach())
+        self.correct.append((logits.argmax(dim=1) == labels).sum())
+        self.sizes.append(len(labels))
+
+    def step_losses(self) -> torch.Tensor:
+        """Each recorded step's loss, one tensor on the device."""
+        return torch.stack(self.losses) if self.losses else torch.zeros(0, device=self.device)
 
     def read(self) -> Dict[str, float]:
         """Sample-weighted means over the steps so far (Keras' epoch figures) and the first step whose
         loss was not finite (1-based; 0 when none), in one transfer from the device."""
         n = self.recorded
-        losses, sizes = self.losses[:n], self.sizes[:n]
-        total = sizes.sum()
+        if n == 0:
+            return {"loss": math.nan, "accuracy": math.nan, "non_finite_step": 0}
+        losses = self.step_losses()
+        sizes = torch.tensor(self.sizes, dtype=torch.float64).to(losses.device, non_blocking=True)
+        total = sum(self.sizes)
         steps = torch.arange(1, n + 1, device=losses.device, dtype=torch.float64)
-        first_bad = torch.where(torch.isfinite(losses), float(n + 1), steps).min() if n else sizes.sum()
-        loss, accuracy, first_bad = torch.stack([(losses.double() * sizes).sum() / total,
-                                                 self.correct[:n].sum().double() / total, first_bad]).tolist()
-        return {"loss": loss, "accuracy": accuracy, "non_finite_step": 0 if first_bad > n else int(first_bad)}
+        first_bad = torch.where(torch.isfinite(losses), float(n + 1), steps).min()
+        loss, correct, first_bad = torch.stack([(losses.double() * sizes).sum(),
+                                                torch.stack(self.correct).sum().double(), first_bad]).tolist()
+        return {"loss": loss / total, "accuracy": correct / total,
+                "non_finite_step": 0 if first_bad > n else int(first_bad)}
 
     def non_finite_error(self, epoch: int, step: int) -> NonFiniteLossError:
         return NonFiniteLossError(epoch, step, float(self.losses[step - 1]))
@@ -77,7 +90,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     autocast; the weights, their gradients and the optimizer stay float32.
     """
     model.train()
-    meter = EpochMeter(len(batches), device)
+    meter = EpochMeter(device)
     check_each_step = stop_on_non_finite and device.type == "cpu"
     precision = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     for step, (images, labels) in enumerate(batches):
@@ -98,7 +111,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     figures = meter.read()
     if stop_on_non_finite and figures["non_finite_step"]:
         raise meter.non_finite_error(epoch, figures["non_finite_step"])
-    return {**figures, "step_losses": meter.losses[:meter.recorded].cpu()}  # one copy per epoch, for logs
+    return {**figures, "step_losses": meter.step_losses().cpu()}  # one copy per epoch, for logs
 
 
 @torch.no_grad()
