@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -73,6 +75,13 @@ class TestTrainOneEpoch:
         assert meter.read()["non_finite_step"] == 3
         with pytest.raises(NonFiniteLossError, match="the loss became nan at epoch 7, step 3"):
             raise meter.non_finite_error(7, 3)
+        assert meter.step_losses()[[0, 1, 3]].tolist() == [1.0, 2.0, 3.0]
+        with pytest.raises(ValueError, match="step 5 recorded after 4 steps"):
+            meter.record(5, torch.tensor(1.0), torch.zeros(1, 10), torch.zeros(1, dtype=torch.long))
+
+    def test_an_empty_meter_reads_no_figures(self):
+        figures = EpochMeter(CPU).read()
+        assert figures["non_finite_step"] == 0 and math.isnan(figures["loss"]) and math.isnan(figures["accuracy"])
 
     def test_under_ddp_a_bad_step_is_reported_not_raised(self, synthetic_root):
         train_set, _ = _splits(synthetic_root)

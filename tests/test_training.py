@@ -1,8 +1,11 @@
+import warnings
+
 import pytest
 import torch
 
 from torch_mnist import TrainConfig, UserError, evaluate, load_checkpoint, run_training
 from torch_mnist.distributed import Shard
+from torch_mnist.errors import Note
 from torch_mnist.model import MLP
 from torch_mnist.optim import rmsprop_update
 from torch_mnist.training import CheckpointWriter, resume_config
@@ -125,6 +128,7 @@ class TestSpeedOptions:
                                resume=checkpoint)
         assert resumed.history == compiled
 
+    @pytest.mark.filterwarnings("ignore::torch_mnist.errors.Note")  # this CPU's bf16 note: the next test
     def test_bf16_run_is_recorded_validates_in_float32_and_resumes_bit_for_bit(self, synthetic_root, tmp_path):
         result = _train(synthetic_root, tmp_path / "amp.pt", 2, amp="bf16")
         assert load_checkpoint(tmp_path / "amp.pt")["config"]["amp"] == "bf16"
@@ -136,6 +140,17 @@ class TestSpeedOptions:
         resumed = run_training(resume_config(checkpoint, 2), synthetic_root, CPU, tmp_path / "split.pt",
                                resume=checkpoint)
         assert resumed.history == result.history
+
+    @pytest.mark.parametrize("native, notes", [(False, 1), (True, 0), (None, 0)])
+    def test_bf16_on_a_cpu_without_bf16_arithmetic_says_so(self, synthetic_root, tmp_path, monkeypatch,
+                                                         native, notes):
+        monkeypatch.setattr("torch_mnist.training.native_bf16_cpu", lambda: native)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _train(synthetic_root, tmp_path / "amp.pt", 1, amp="bf16")
+        said = [str(w.message) for w in caught if issubclass(w.category, Note)]
+        assert len(said) == notes
+        assert all("no bfloat16 arithmetic (AVX512-BF16 or AMX)" in line for line in said)
 
     def test_compile_under_torchrun_is_refused_before_any_work(self, synthetic_root, tmp_path):
         with pytest.raises(UserError, match="--compile is not supported under torchrun"):
