@@ -100,6 +100,20 @@ def real_root() -> Path:
     pytest.skip("set TORCH_MNIST_DATA to run tests on the real MNIST files")
 
 
+@pytest.fixture(scope="session")
+def fused_kernel():
+    """The fused RMSprop kernel, built if needed; a hard failure in CI (which installs a compiler), a skip
+    elsewhere where no C++ compiler can build it."""
+    from torch_mnist.kernels import KernelUnavailable, fused_rmsprop
+
+    try:
+        return fused_rmsprop()
+    except KernelUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to build the fused kernel: {e}")
+        pytest.skip(str(e))
+
+
 def save_with_digest(checkpoint: dict, path: Path) -> None:
     """Write a hand-made checkpoint as torch_mnist would, digest included, so that loading gets past
     the digest to the check a test is about (a crafted file can always carry a matching digest)."""

@@ -62,6 +62,7 @@ def _fused_step(param, grad, square_avg, eps_inside):
     fused_rmsprop()([param], [grad], [square_avg], LR, RHO, EPS, eps_inside, FLT_MIN)
 
 
+@pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
 @pytest.mark.parametrize("eps_inside", [False, True])
 def test_the_kernel_computes_its_float32_formula_bit_for_bit(eps_inside):
     param, grad, square_avg = _state()
@@ -71,6 +72,7 @@ def test_the_kernel_computes_its_float32_formula_bit_for_bit(eps_inside):
     assert torch.equal(param, expected_param)
 
 
+@pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
 @pytest.mark.parametrize("eps_inside", [False, True])
 def test_the_kernel_differs_from_the_eager_update_by_one_rounding_at_most(eps_inside):
     # torch's CPU sqrt is one unit in the last place (ulp) off for some inputs; the kernel's is exact.
@@ -92,6 +94,7 @@ def test_the_kernel_differs_from_the_eager_update_by_one_rounding_at_most(eps_in
     assert 0 < (difference > 0).double().mean() < 0.05  # a few percent of the weights; most are identical
 
 
+@pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
 @pytest.mark.parametrize("eps_inside", [False, True])
 def test_raising_subnormal_averages_to_flt_min_changes_no_update(eps_inside):
     # numpy keeps subnormals (no flush-to-zero), so the unclamped formula is the plain one.
@@ -104,6 +107,7 @@ def test_raising_subnormal_averages_to_flt_min_changes_no_update(eps_inside):
     assert torch.equal(param, unclamped_param)
 
 
+@pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
 def test_zero_and_non_finite_gradients():
     param, grad, avg = torch.ones(4), torch.tensor([0.0, float("nan"), float("inf"), 1.0]), torch.zeros(4)
     _fused_step(param, grad, avg, eps_inside=False)
@@ -112,6 +116,7 @@ def test_zero_and_non_finite_gradients():
     assert avg[0] == FLT_MIN
 
 
+@pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
 def test_the_kernel_refuses_tensors_it_cannot_update():
     with pytest.raises(RuntimeError, match="contiguous float32"):
         fused_rmsprop()([torch.ones(4, dtype=torch.float64)], [torch.ones(4, dtype=torch.float64)],
@@ -128,6 +133,7 @@ class TestOptimizerChoosesItsUpdate:
         optimizer.step()
         return optimizer, param
 
+    @pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
     def test_fused_by_default_on_the_cpu(self):
         assert self._step()[0].implementation == "fused"
 
@@ -239,6 +245,7 @@ class TestBuild:
 
 
 @pytest.mark.compile
+@pytest.mark.usefixtures("fused_kernel")
 def test_a_fresh_process_replaces_a_broken_file_under_the_kernels_name(tmp_path):
     # A real compiler run (~15 s) in a fresh interpreter: the file under the kernel's name does not
     # load (an interrupted copy, a full disk), so it is rebuilt, and the update then runs.
