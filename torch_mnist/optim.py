@@ -62,7 +62,8 @@ class RMSprop(Optimizer):
       eager formula's, except that its square root is IEEE-exact where
       torch's CPU ``sqrt`` is sometimes one unit in the last place off: after
       one step about 1% of the weights differ from the eager update, each by
-      at most two units in the last place of its step (tests/test_kernels.py).
+      at most two units in the last place of its step and one of its own
+      (tests/test_kernels.py).
       ``fused=False`` keeps the eager update;
       ``fused=True`` requires the kernel; the default uses it where it builds
       and otherwise says so once (a :class:`~torch_mnist.errors.Note`);
