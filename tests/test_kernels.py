@@ -1,6 +1,7 @@
 """The fused CPU RMSprop kernel: its arithmetic, bit for bit; its distance from the eager update;
 its build (cached, atomic, private) and the fallback where it cannot be built."""
 
+import configparser
 import os
 import stat
 import sys
@@ -221,6 +222,17 @@ class TestBuild:
         with pytest.raises(KernelUnavailable, match="does not load"):
             kernels.load(folder)  # the fake compiler's output does not load either
         assert fake_compiler() == 1
+
+    def test_an_installation_without_the_source_is_one_line(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing.cpp")
+        with pytest.raises(KernelUnavailable, match="the kernel's source cannot be read"):
+            kernels.build(tmp_path)
+
+    def test_the_source_ships_with_the_package(self):
+        config = configparser.ConfigParser()
+        config.read(REPO / "setup.cfg")
+        patterns = [p.strip() for p in config["options.package_data"]["torch_mnist"].split(",")]
+        assert any(kernels.SOURCE.match(pattern) for pattern in patterns)
 
     def test_the_name_changes_with_the_compiler_flags(self, tmp_path, monkeypatch):
         before = kernels.kernel_file(tmp_path)

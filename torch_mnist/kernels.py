@@ -58,7 +58,10 @@ def compile_command(source: Path, output: Path) -> List[str]:
 def kernel_file(folder: Path) -> Path:
     """The cached library's path: named after everything that shapes the binary, so a change rebuilds."""
     key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
+    try:
+        key.update(SOURCE.read_bytes())
+    except OSError as e:  # an installation without its package data
+        raise KernelUnavailable(f"the kernel's source cannot be read ({one_line(e)})") from None
     command = compile_command(SOURCE, Path("out"))
     key.update("\0".join([torch.__version__, sys.version, *command]).encode())
     return folder / f"rmsprop-{key.hexdigest()[:16]}.so"
