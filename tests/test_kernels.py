@@ -92,7 +92,8 @@ def test_the_kernel_differs_from_the_eager_update_by_one_rounding_at_most(eps_in
     step = eager_param - start
     difference = (fused_param - eager_param).abs()
     assert (difference <= 2 * spacing(step) + spacing(eager_param)).all()
-    assert 0 < (difference > 0).double().mean() < 0.05  # a few percent of the weights; most are identical
+    # ~1% here (MKL's sqrt); none where torch's own sqrt is exact
+    assert (difference > 0).double().mean() < 0.05
 
 
 @pytest.mark.usefixtures("fused_kernel")  # built here, or skipped without a compiler
