@@ -40,6 +40,9 @@ class TestBenchmark:
         assert list(result["step_phases_ms"]) == list(benchmark.PHASES)
         assert all(ms > 0 for ms in result["step_phases_ms"].values())
         assert "| whole step |" in report and "| backward |" in report
+        alone = result["update_alone_ms"]
+        assert alone["foreach_implementation"] == "foreach" and alone["fused"] > 0 and alone["foreach"] > 0
+        assert "The optimizer's update alone" in report
         assert "| the same products in a step's order, a new batch each step |" in report
         assert "| DataLoader path, seconds per epoch |" in report
         fast = result["fast_epoch_seconds"]
