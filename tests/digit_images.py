@@ -1,22 +1,129 @@
-"""MNIST digits saved the ways people save them: the image kinds the predict tests measure."""
+"""MNIST digits captured the ways people capture them: seeded, randomised families of images.
+
+Each family draws every property of a capture from a wide range (paper level and tint,
+sensor noise, light falloff, tilt, blur, pen colour and width, digit scale and place,
+format and JPEG quality), so that no fixed handful of images can be tuned to. A capture
+also returns the digit as the ideal preprocessing would see it (the source digit turned
+by the same tilt), so that a test can compare the 28x28 result with its source without
+any model.
+"""
+
+import io
+from dataclasses import dataclass
+from typing import Callable, Dict
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 
-def render_on_page(pixels: np.ndarray, path, size=224, canvas=(480, 360), offset=(30, 90), mode="L"):
-    """An MNIST digit as a large black-on-white image with margins, off centre."""
-    digit = Image.fromarray(255 - pixels).resize((size, size), Image.BILINEAR)
+@dataclass
+class Capture:
+    data: bytes  # the saved file
+    ideal: np.ndarray  # the source digit's ink (float32, 0-255) turned by the capture's tilt, before any damage
+
+
+def _save(image: Image.Image, rng: np.random.Generator, jpeg_share: float, quality=(30, 95)) -> bytes:
+    buffer = io.BytesIO()
+    if rng.random() < jpeg_share:
+        image.convert("RGB" if image.mode == "RGB" else "L").save(
+            buffer, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+MNIST_STROKE = 2.5 / 28  # an MNIST stroke's width, of the image's side
+
+
+def _ink(pixels: np.ndarray, side: int, rng: np.random.Generator, width=(1, 1)) -> np.ndarray:
+    """The digit's ink scaled to ``side`` px, its pen ``width`` (a range) times MNIST's (float 0-1)."""
+    ink = Image.fromarray(pixels).resize((side, side), Image.BILINEAR)
+    change = int(round((rng.uniform(*width) - 1) * MNIST_STROKE * side / 2))  # pixels added on each side
+    if change:
+        size = 2 * abs(change) + 1
+        ink = ink.filter(ImageFilter.MaxFilter(size) if change > 0 else ImageFilter.MinFilter(size))
+    return np.asarray(ink, dtype=np.float32) / 255.0
+
+
+def _photograph(pixels: np.ndarray, rng: np.random.Generator, *, scale, paper, noise, falloff, tilt, blur,
+                pen, tint=0.0, width=(1, 1), jpeg_share=0.5, quality=(30, 95), margin=(0.2, 1.5),
+                table=None) -> Capture:
+    """A digit written on a sheet and photographed: every argument a (low, high) range to draw from."""
+    def draw(bounds):
+        return float(rng.uniform(*bounds))
+
+    side = int(round(28 * draw(scale)))
+    ink = _ink(pixels, side, rng, width)
+    height = side + int(side * draw(margin)) + int(side * draw(margin))
+    widths = side + int(side * draw(margin)) + int(side * draw(margin))
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, widths - side + 1))
+    sheet = np.zeros((height, widths), dtype=np.float32)
+    sheet[top:top + side, left:left + side] = ink
+    angle = draw((-tilt, tilt))
+    # The sheet fills the photo, or (``table``) lies turned on a darker table that shows at the corners.
+    on_sheet = np.asarray(Image.new("F", (widths, height), 1.0).rotate(angle, Image.BILINEAR, expand=bool(table)))
+    sheet = np.asarray(Image.fromarray(sheet).rotate(angle, Image.BILINEAR, expand=bool(table)), dtype=np.float32)
+    height, widths = sheet.shape
+    ideal = np.asarray(Image.fromarray(ink).rotate(angle, Image.BILINEAR, expand=True), dtype=np.float32) * 255
+    paper_level = draw(paper)
+    paper_colour = paper_level * (1 - tint * rng.uniform(0, 1, 3))  # off-white: each channel a little lower
+    pen_colour = np.asarray(pen(rng), dtype=np.float32)
+    image = sheet[..., None] * pen_colour + (1 - sheet[..., None]) * paper_colour  # (H, W, 3)
+    if table:
+        image = on_sheet[..., None] * image + (1 - on_sheet[..., None]) * draw(table)
+    # Light falling off across the sheet: a linear ramp in a random direction.
+    direction = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:height, 0:widths]
+    ramp = (np.cos(direction) * xs / widths + np.sin(direction) * ys / height)
+    ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-6)
+    image = image * (1 - draw(falloff) * ramp)[..., None]
+    radius = draw(blur)
+    if radius > 0.05:
+        blurred = Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB")
+        image = np.asarray(blurred.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
+    image = image + rng.normal(0, draw(noise), image.shape)
+    saved = Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB")
+    if np.ptp(pen_colour) == 0 and tint == 0:
+        saved = saved.convert("L")
+    return Capture(_save(saved, rng, jpeg_share, quality), ideal)
+
+
+def render_on_page(pixels: np.ndarray, path, size=224, canvas=(480, 360), offset=(30, 90)):
+    """An MNIST digit as a large black-on-white image with margins, off centre, saved at ``path``."""
     page = Image.new("L", canvas, 255)
-    page.paste(digit, offset)
-    page.convert(mode).save(path)
+    page.paste(Image.fromarray(255 - pixels).resize((size, size), Image.BILINEAR), offset)
+    page.save(path)
     return path
 
 
-def canvas_export(pixels: np.ndarray, side: int = 280) -> Image.Image:
-    """What a browser canvas gives: black strokes whose alpha is the ink, on full transparency."""
-    alpha = Image.fromarray(pixels).resize((side, side), Image.BILINEAR)
-    return Image.merge("RGBA", (Image.new("L", alpha.size, 0),) * 3 + (alpha,))
+def _dark_pen(rng):
+    return [float(rng.uniform(0, 70))] * 3
+
+
+def _coloured_pen(rng):
+    kind = rng.integers(0, 3)
+    if kind == 0:  # blue ballpoint
+        return [rng.uniform(0, 60), rng.uniform(20, 90), rng.uniform(110, 200)]
+    if kind == 1:  # red
+        return [rng.uniform(150, 210), rng.uniform(0, 50), rng.uniform(0, 60)]
+    return [rng.uniform(0, 40), rng.uniform(70, 130), rng.uniform(0, 60)]  # green
+
+
+def _digital(pixels: np.ndarray, rng: np.random.Generator) -> Capture:
+    """Saved by a program: 28x28 as MNIST stores it, inverted, scaled up, or a canvas export."""
+    kind = int(rng.integers(0, 4))
+    side = 28 if kind < 2 else int(28 * rng.uniform(1, 10))
+    ink = _ink(pixels, side, rng)
+    if kind == 0:
+        image = Image.fromarray(pixels)
+    elif kind == 1:
+        image = Image.fromarray(255 - pixels)
+    elif kind == 2:
+        image = Image.fromarray((ink * 255).astype(np.uint8))
+    else:  # a browser canvas: black strokes whose alpha is the ink, on full transparency
+        alpha = Image.fromarray((ink * 255).astype(np.uint8))
+        image = Image.merge("RGBA", (Image.new("L", alpha.size, 0),) * 3 + (alpha,))
+    return Capture(_save(image, rng, 0.0), ink * 255)
 
 
 def skeleton(mask: np.ndarray) -> np.ndarray:
@@ -52,12 +159,84 @@ def thin_pen(pixels: np.ndarray, side: int = 200, width: int = 2) -> Image.Image
     return Image.fromarray(255 - np.asarray(pen))
 
 
-KINDS = {
-    "28x28 as saved from MNIST (light on dark)": lambda px: Image.fromarray(px),
-    "28x28 inverted (dark on light)": lambda px: Image.fromarray(255 - px),
-    "upscaled to 56 px": lambda px: Image.fromarray(px).resize((56, 56), Image.BILINEAR),
-    "280 px canvas export, transparent background": canvas_export,
-    "thin pen, 1 px, on 200 px": lambda px: thin_pen(px, 200, 1),
-    "thin pen, 2 px, on 200 px": lambda px: thin_pen(px, 200, 2),
-    "thin pen, 3 px, on 200 px": lambda px: thin_pen(px, 200, 3),
+def _thin_pen(pixels: np.ndarray, rng: np.random.Generator) -> Capture:
+    """Drawn in a program with a thin pen: the digit's skeleton 1-3 px wide on a 100-300 px page."""
+    side = int(rng.integers(100, 301))
+    drawing = thin_pen(pixels, side, int(rng.integers(1, 4)))
+    return Capture(_save(drawing, rng, 0.0), 255 - np.asarray(drawing, dtype=np.float32))
+
+
+FAMILIES: Dict[str, Callable[[np.ndarray, np.random.Generator], Capture]] = {
+    "photo, dark pen on grey or white paper": lambda px, rng: _photograph(
+        px, rng, scale=(1.5, 10), paper=(150, 255), noise=(0, 12), falloff=(0, 0.3), tilt=5, blur=(0, 1.2),
+        pen=_dark_pen),
+    "photo, blue, red or green pen on off-white paper, JPEG": lambda px, rng: _photograph(
+        px, rng, scale=(2, 10), paper=(190, 255), noise=(0, 8), falloff=(0, 0.25), tilt=5, blur=(0, 1.0),
+        pen=_coloured_pen, tint=0.12, jpeg_share=1.0, quality=(30, 80)),
+    "tilted sheet under light falling off": lambda px, rng: _photograph(
+        px, rng, scale=(3, 10), paper=(170, 255), noise=(0, 6), falloff=(0.2, 0.5), tilt=15, blur=(0, 1.0),
+        pen=_dark_pen),
+    "tilted sheet on a darker table": lambda px, rng: _photograph(
+        px, rng, scale=(3, 8), paper=(170, 255), noise=(0, 6), falloff=(0, 0.3), tilt=12, blur=(0, 1.0),
+        pen=_dark_pen, table=(0, 100)),
+    "small blurred scan": lambda px, rng: _photograph(
+        px, rng, scale=(1.5, 3), paper=(200, 255), noise=(0, 4), falloff=(0, 0.1), tilt=3, blur=(0.5, 1.2),
+        pen=_dark_pen, margin=(0.1, 0.6)),
+    "pen width changed, any paper": lambda px, rng: _photograph(
+        px, rng, scale=(4, 10), paper=(150, 255), noise=(0, 10), falloff=(0, 0.3), tilt=10, blur=(0, 1.0),
+        pen=_dark_pen, width=(0.5, 2.0)),
+    "anything: every range at once": lambda px, rng: _photograph(
+        px, rng, scale=(1, 10), paper=(150, 255), noise=(0, 12), falloff=(0, 0.5), tilt=15, blur=(0, 1.5),
+        pen=lambda r: (_dark_pen if r.random() < 0.5 else _coloured_pen)(r), tint=0.1, width=(0.5, 2.0),
+        quality=(30, 95)),
+    "saved by a program (28 px, inverted, scaled, canvas export)": _digital,
+    "thin pen in a drawing program": _thin_pen,
 }
+
+
+def capture_family(family: str, digits: np.ndarray, seed: int) -> list:
+    """Captures of each of ``digits`` (N, 28, 28) by ``family``, one seeded generator per family."""
+    rng = np.random.default_rng([seed, sorted(FAMILIES).index(family)])
+    return [FAMILIES[family](pixels, rng) for pixels in digits]
+
+
+def sample_test_digits(test_set, count: int, seed: int):
+    """``count`` test digits drawn at random from the whole test set (a slice would be easier or harder)."""
+    order = np.random.default_rng(seed).choice(len(test_set.targets), count, replace=False)
+    return test_set.data[order].numpy(), test_set.targets[order].numpy()
+
+
+def main() -> None:
+    """Each family's accuracy with a checkpoint, as the docs report it: python tests/digit_images.py CKPT."""
+    import argparse
+    import os
+    import time
+
+    from torch_mnist import build_model, load_checkpoint
+    from torch_mnist.checkpoint import checkpoint_normalization
+    from torch_mnist.data import load_mnist
+    from torch_mnist.digits import preprocess_image
+    from torch_mnist.engine import predict_probabilities
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("--count", type=int, default=1000, help="digits per family (default: 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=os.environ.get("TORCH_MNIST_DATA", "data"))
+    args = p.parse_args()
+    checkpoint = load_checkpoint(args.checkpoint)
+    model, normalization = build_model(checkpoint), checkpoint_normalization(checkpoint)
+    digits, labels = sample_test_digits(load_mnist(args.data_dir, train=False), args.count, args.seed)
+    tensors = (predict_probabilities(model, normalization, digits).argmax(1) == labels).mean()
+    print(f"| the same {args.count} test digits as tensors | {100 * tensors:.1f}% | |")
+    for family in FAMILIES:
+        captures = capture_family(family, digits, args.seed)
+        start = time.perf_counter()
+        pixels = np.stack([preprocess_image(capture.data) for capture in captures])
+        milliseconds = 1000 * (time.perf_counter() - start) / len(captures)
+        accuracy = (predict_probabilities(model, normalization, pixels).argmax(1) == labels).mean()
+        print(f"| {family} | {100 * accuracy:.1f}% | {milliseconds:.1f} ms |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -92,12 +92,13 @@ class TestExport:
 
     def test_predict_agrees_between_checkpoint_and_onnx(self, exported, trained_checkpoint, real_root, tmp_path,
                                                          capsys):
-        from PIL import Image
-        test = load_mnist(real_root, train=False)
+        from digit_images import FAMILIES, capture_family, sample_test_digits
+        digits, _ = sample_test_digits(load_mnist(real_root, train=False), 12, seed=4)
         paths = []
-        for i in range(20):
-            Image.fromarray(test.data[i].numpy()).save(tmp_path / f"{i}.png")
-            paths.append(tmp_path / f"{i}.png")
+        for family in sorted(FAMILIES):  # captures of every kind: the two share the preprocessing, not the model
+            for i, capture in enumerate(capture_family(family, digits, seed=4)):
+                paths.append(tmp_path / f"{len(paths)}.img")
+                paths[-1].write_bytes(capture.data)
         by_checkpoint = run_in_process(predict_main, ["--checkpoint", trained_checkpoint, "--json", *paths], capsys)
         by_onnx = run_in_process(predict_main, ["--model", exported / "model.onnx", "--json", *paths], capsys)
         ours, theirs = json.loads(by_checkpoint.stdout), json.loads(by_onnx.stdout)

@@ -10,11 +10,12 @@ from PIL import Image
 from torch_mnist import load_checkpoint
 from torch_mnist.commands.predict import main as predict_main
 from torch_mnist.data import load_mnist
+from torch_mnist.digits import preprocess_image
 from torch_mnist.engine import predict_probabilities
 from torch_mnist.predict import predict_files
 
 from conftest import assert_one_line_error_in_process, run_in_process
-from digit_images import KINDS, render_on_page
+from digit_images import FAMILIES, capture_family, render_on_page, sample_test_digits
 
 
 def _probabilities(checkpoint):
@@ -28,36 +29,23 @@ def trained(trained_checkpoint):
     return trained_checkpoint
 
 
+# How far below the same digits read as tensors a family may fall (points of accuracy). Measured with
+# 3- and 20-epoch models over 1000 digits a family (docs/own-digits.md): within 2.5 points for each family
+# but the stress family, which combines every range's extreme at once (~5 points).
+FAMILY_MARGIN = {"anything: every range at once": 0.08}
+
+
 @pytest.mark.slow
 class TestOnRealDigits:
-    def test_rendered_test_digits_are_predicted_at_95_percent(self, trained, real_root, tmp_path):
+    @pytest.mark.parametrize("family", sorted(FAMILIES))
+    def test_captured_digits_are_read_nearly_as_well_as_the_test_tensors(self, trained, real_root, family):
         checkpoint = load_checkpoint(trained)
-        test = load_mnist(real_root, train=False)
-        rng = np.random.default_rng(1)
-        paths, labels = [], []
-        for i in range(200):
-            offset = (int(rng.integers(5, 250)), int(rng.integers(5, 130)))
-            mode = ("L", "RGB")[i % 2]
-            paths.append(render_on_page(test.data[i].numpy(), tmp_path / f"{i}.{('png', 'jpg')[i % 2]}",
-                                 offset=offset, mode=mode))
-            labels.append(int(test.targets[i]))
-        results = predict_files(paths, _probabilities(checkpoint))
-        accuracy = np.mean([r.prediction == label for r, label in zip(results, labels)])
-        assert accuracy >= 0.95, accuracy
-
-    @pytest.mark.parametrize("kind", sorted(KINDS))
-    def test_digits_saved_every_usual_way_are_read_like_the_test_set(self, trained, real_root, tmp_path, kind):
-        # The 2-epoch model reads the test tensors at ~97%; each kind of saved image must stay close
-        # (100 digits: at most 5 mistakes).
-        checkpoint = load_checkpoint(trained)
-        test = load_mnist(real_root, train=False)
-        paths = []
-        for i in range(100):
-            KINDS[kind](test.data[i].numpy()).save(tmp_path / f"{i}.png")
-            paths.append(tmp_path / f"{i}.png")
-        results = predict_files(paths, _probabilities(checkpoint))
-        accuracy = np.mean([r.prediction == int(label) for r, label in zip(results, test.targets[:100])])
-        assert accuracy >= 0.95, (kind, accuracy)
+        digits, labels = sample_test_digits(load_mnist(real_root, train=False), 300, seed=11)
+        probabilities = _probabilities(checkpoint)
+        pixels = np.stack([preprocess_image(capture.data) for capture in capture_family(family, digits, seed=11)])
+        accuracy = np.mean(probabilities(pixels).argmax(1) == labels)
+        on_tensors = np.mean(probabilities(digits).argmax(1) == labels)
+        assert accuracy >= on_tensors - FAMILY_MARGIN.get(family, 0.04), (family, accuracy, on_tensors)
 
     def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path, capsys):
         test = load_mnist(real_root, train=False)

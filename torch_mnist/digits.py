@@ -18,14 +18,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .ink import find_ink
 
 CANVAS = 28
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 canvas
-WORK_MIN, WORK_MAX = 112, 256  # sizes images are resampled into: large ones down; a photo's small ones up
+WORK_MAX = 256  # larger images are reduced to this longer side before the ink is looked for
 MNIST_STROKE = 0.12  # MNIST strokes are ~2.5 px of the 20 px box; thinner ink is thickened to this
 THIN_STROKE = 0.06  # ... when it is thinner than this fraction of the digit's longer side
-FLAT_PAPER = 24  # grey levels: a border that varies less is clean, digital paper, not a photo's
-FAINT = 0.04  # on clean paper, ink fainter than this fraction of the darkest is a lossy format's ringing
 
 
 class BlankImage(UserError):
@@ -41,96 +40,71 @@ def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
             raise UserError(f"{path}: no such file")
         if path.is_dir():
             raise UserError(f"{path}: is a directory, not an image")
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise UserError(f"{path}: not a regular file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # no digit needs ~90 million pixels
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 image.seek(0)  # the first frame of an animated GIF
+                if image.format == "JPEG":  # a photo decoded at a fraction of its size: the ink needs no more
+                    image.draft(image.mode, (2 * WORK_MAX, 2 * WORK_MAX))
                 image.load()
-                grey = _grey_on_paper(image)
+                pixels = _pixels_on_paper(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{name}: refused: its declared size is larger than any digit image needs "
                         f"(over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as e:  # Pillow's decoders vary
         raise UserError(f"{name}: not a readable image ({e.__class__.__name__})") from None
     try:
-        return to_mnist_canvas(ink_of(grey))
+        return to_mnist_canvas(ink_of(pixels))
     except BlankImage as e:
         raise BlankImage(f"{name}: {e}") from None
 
 
-def _grey_on_paper(image: Image.Image) -> np.ndarray:
-    """Grey levels 0-255 (float32), upright, with transparent areas turned into paper."""
+def _pixels_on_paper(image: Image.Image) -> np.ndarray:
+    """Levels 0-255 (float32), (H, W, 1) for grey images and (H, W, 3) for colour ones, upright, with
+    transparent areas turned into paper."""
     image = ImageOps.exif_transpose(image)  # a phone photo taken sideways
     if image.mode.startswith("I") or image.mode == "F":  # 16- and 32-bit grey: scale, do not clip at 255
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        return (np.clip(values, 0, top) * (255.0 / top)).astype(np.float32)
+        return (np.clip(values, 0, top) * (255.0 / top)).astype(np.float32)[..., None]
+    grey = image.mode in ("1", "L", "LA", "La") or (image.mode == "P" and _grey_palette(image))
     if "A" in image.getbands() or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        grey = np.asarray(Image.fromarray(rgba[..., :3].astype(np.uint8)).convert("L"), dtype=np.float32)
-        alpha = rgba[..., 3] / 255.0
-        opaque = alpha > 0.5
+        colour = rgba[..., :1] if grey else rgba[..., :3]
+        alpha = rgba[..., 3:] / 255.0
+        opaque = alpha[..., 0] > 0.5
         # Transparent is paper: white under dark strokes (a canvas export), black under light ones.
-        paper = 255.0 if not opaque.any() or grey[opaque].mean() < 128 else 0.0
-        return alpha * grey + (1.0 - alpha) * paper
-    return np.asarray(image.convert("L"), dtype=np.float32)
+        paper = 255.0 if not opaque.any() or colour[opaque].mean() < 128 else 0.0
+        return alpha * colour + (1.0 - alpha) * paper
+    return np.asarray(image.convert("L" if grey else "RGB"), dtype=np.float32).reshape(image.height, image.width, -1)
 
 
-def _resample(pixels: np.ndarray, smallest: int = 0) -> np.ndarray:
-    """Bring the longer side to at most WORK_MAX (bounded cost) and at least ``smallest`` (so that
-    strokes keep a few pixels for a photo's filters)."""
-    side = max(pixels.shape)
-    if smallest <= side <= WORK_MAX or side == 0:
+def _grey_palette(image: Image.Image) -> bool:
+    palette = np.asarray(image.getpalette() or [0, 0, 0], dtype=np.int64).reshape(-1, 3)
+    return bool((palette.max(axis=1) == palette.min(axis=1)).all())
+
+
+def _resample(pixels: np.ndarray) -> np.ndarray:
+    """Bring the longer side to at most WORK_MAX, for a bounded cost; smaller images are worked on as
+    they are, so that a 28x28 MNIST digit comes back as it was."""
+    side = max(pixels.shape[:2])
+    if side <= WORK_MAX:
         return pixels
-    scale = (smallest if side < smallest else WORK_MAX) / side
+    scale = WORK_MAX / side
     size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
-    resized = Image.fromarray(pixels.astype(np.float32)).resize(size, Image.BICUBIC)
-    return np.clip(np.asarray(resized), 0, 255)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c])).resize(size, Image.BICUBIC))
+                for c in range(pixels.shape[2])]
+    return np.clip(np.stack(channels, axis=-1), 0, 255)
 
 
-def ink_of(grey: np.ndarray) -> np.ndarray:
-    """Bright ink (0-255) on a zero background, whatever the input looked like."""
-    pixels = _resample(grey)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if np.median(border) > 127:  # a light background: dark ink on paper, the opposite of MNIST
-        pixels, border = 255.0 - pixels, 255.0 - border
-    low, high = np.percentile(border, [10, 90])
-    if high - low < FLAT_PAPER:  # clean, digital paper: the grey levels are the ink, soft edges kept
-        ink = np.clip(pixels - np.median(border), 0, 255)
-        ink[ink < FAINT * ink.max()] = 0.0  # a lossy format's ringing around the strokes
-    else:
-        ink = _photo_ink(_resample(pixels, smallest=WORK_MIN))
-    return ink * (255.0 / ink.max()) if ink.max() > 0 else ink
-
-
-def _photo_ink(pixels: np.ndarray) -> np.ndarray:
-    """Paper in a photo is never uniformly dark after inversion: subtract its smooth background (a wide
-    blur), keep what Otsu's threshold calls ink, and remove specks smaller than a stroke."""
-    radius = max(pixels.shape) / 8
-    background = np.asarray(Image.fromarray(pixels.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
-                            dtype=np.float32)
-    flattened = np.clip(pixels - np.minimum(background, pixels), 0, 255)
-    if flattened.max() < 32:  # no stroke stands out from the paper
-        return np.zeros_like(flattened)
-    ink = np.where(flattened > _otsu_threshold(flattened), flattened, 0.0)
-    mask = ink > 0
-    if _stroke_width(mask) >= 4:  # an opening would erase thinner strokes along with the specks
-        opened = Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3))
-        ink = np.where(np.asarray(opened.filter(ImageFilter.MaxFilter(3))) > 0, ink, 0.0)
-    return ink
-
-
-def _otsu_threshold(pixels: np.ndarray) -> float:
-    """The grey level that best separates ink from background (Otsu's method)."""
-    histogram = np.bincount(pixels.astype(np.uint8).ravel(), minlength=256).astype(np.float64)
-    levels = np.arange(256)
-    weight_low = np.cumsum(histogram)
-    weight_high = weight_low[-1] - weight_low
-    mean_low = np.cumsum(histogram * levels) / np.maximum(weight_low, 1)
-    mean_high = ((histogram * levels).sum() - np.cumsum(histogram * levels)) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(np.argmax(between))
+def ink_of(pixels: np.ndarray) -> np.ndarray:
+    """Bright ink (0-255) on a zero background, whatever the input looked like: (H, W) grey levels or
+    (H, W, C) channels in 0-255."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    return find_ink(_resample(pixels if pixels.ndim == 3 else pixels[..., None]))
 
 
 def _stroke_width(mask: np.ndarray) -> float:

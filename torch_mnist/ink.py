@@ -1,0 +1,160 @@
+"""Where the ink is in a captured digit: the paper's level and noise measured from the image itself.
+
+One decision path for every capture, from a clean 28x28 PNG to a noisy, unevenly lit
+JPEG of a blue ballpoint on grey paper:
+
+1. the paper is a smooth surface per colour channel (a quadratic in x and y, which
+   follows light falling off across a sheet), fitted robustly to the pixels that are
+   not ink, and its noise is the median absolute deviation of what remains;
+2. a pixel's ink is how far it stands out from that paper on the ink's side, in the
+   channel where it stands out most (so a blue or red pen counts by its colour);
+3. ink is what stands out from the noise by a wide margin (seeds) and the softer
+   pixels joined to it (hysteresis), so sensor noise and JPEG ringing stay paper;
+4. the digit is the ink's main mass: small or distant components (specks, dust) go.
+
+Every threshold is relative to the measured noise or to the ink's own contrast; the
+paper under the result is exactly zero, as MNIST's is. numpy only, no torch.
+"""
+
+from typing import Tuple
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826  # the median absolute deviation of Gaussian noise times this is its standard deviation
+PAPER_SIGMAS = 3.0  # while fitting the paper, pixels further than this from it (in noise units) are ink
+SEED_SIGMAS = 6.0  # ink seeds stand out by 6 noise sigmas: a false seed in ~1e9 paper pixels
+EDGE_SIGMAS = 3.0  # a stroke's soft edge, joined to a seed, stands out by at least 3 sigmas
+SEED_SHARE = 0.25  # ... and seeds carry a quarter of the strongest ink: JPEG ringing around strokes is weaker
+EDGE_SHARE = 0.04  # the faintest edge kept, of the strongest ink: a lossy format's faint ringing on clean paper
+MIN_SEEDS = 5  # pixels: fewer is a burst of noise (a JPEG's noise has heavier tails than a Gaussian), no stroke
+MIN_CONTRAST = 16.0  # grey levels of 255: on noiseless paper, anything fainter than this is no digit
+FIT_SAMPLES = 64  # the paper's surface is fitted on at most 64x64 samples (its shape is smooth)
+SPECK_SHARE = 0.03  # a component with less ink than this fraction of the largest is a speck
+OFF_SHEET = 0.15  # a dark region along more than this fraction of the image's edge is off the sheet
+NEAR = 0.5  # ... and one further from the main digit than half its longer side is not part of it
+
+
+def find_ink(pixels: np.ndarray) -> np.ndarray:
+    """Ink (H, W) float32 in 0-255, bright on a zero background, from an image (H, W, C) of 0-255 values
+    with C = 1 (grey) or 3 (colour). All zeros when nothing stands out from the paper."""
+    pixels = pixels.astype(np.float32)
+    deviations, paper_masks, sigmas = zip(*(_deviation_from_paper(pixels[..., c]) for c in range(pixels.shape[2])))
+    deviation = np.stack(deviations, axis=-1)  # (H, W, C): pixel minus paper
+    paper = np.logical_and.reduce(paper_masks)
+    side = _ink_side(deviation.mean(axis=-1), float(np.mean(sigmas)))
+    strength = (side * deviation).max(axis=-1)  # the channel where the ink stands out most
+    level, sigma = _centre_and_spread(strength[paper] if paper.any() else strength.ravel())
+    strength = strength - level  # the paper's own level of this signal (a max of channels is biased up)
+    standing_out = strength[strength > max(SEED_SIGMAS * sigma, MIN_CONTRAST)]
+    if standing_out.size == 0:
+        return np.zeros(strength.shape, dtype=np.float32)
+    contrast = float(np.percentile(standing_out, 90))  # the strokes' level, robust to one bright pixel
+    seeds = strength > max(SEED_SIGMAS * sigma, SEED_SHARE * contrast, MIN_CONTRAST)
+    edges = strength > max(EDGE_SIGMAS * sigma, EDGE_SHARE * contrast)
+    labels, count = label_components(edges)
+    seeded = np.bincount(labels[seeds], minlength=count + 1) >= MIN_SEEDS
+    seeded[0] = False
+    # The noise part of each value goes, so strokes fade to zero at their edges rather than step.
+    ink = np.where(seeded[labels], np.clip(strength - EDGE_SIGMAS * sigma, 0, None), 0.0)
+    ink = _main_mass(ink, labels, seeded)
+    peak = ink.max()  # the darkest ink is MNIST's 255; a 28x28 MNIST digit keeps its own levels
+    return (ink * (255.0 / peak) if peak > 0 else ink).astype(np.float32)
+
+
+def _deviation_from_paper(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
+    """One channel minus its paper (a robustly fitted smooth surface), the mask of pixels that are paper,
+    and the paper's noise (standard deviation, from the median absolute deviation)."""
+    height, width = values.shape
+    step = max(1, int(np.ceil(max(height, width) / FIT_SAMPLES)))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys, xs = 2 * ys / max(height - 1, 1) - 1, 2 * xs / max(width - 1, 1) - 1  # -1 .. 1 across the image
+    terms = np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)  # (H, W, 6)
+    sample_terms, sample_values = terms[::step, ::step].reshape(-1, 6), values[::step, ::step].ravel()
+    keep = np.ones(sample_values.shape, dtype=bool)  # the paper is most of the image: start from all of it
+    used = 3  # a plane first, then the quadratic from the paper it found
+    for _ in range(6):
+        coefficients = np.linalg.lstsq(sample_terms[keep, :used], sample_values[keep], rcond=None)[0]
+        residual = sample_values - sample_terms[:, :used] @ coefficients
+        centre, sigma = _centre_and_spread(residual[keep])
+        keep = np.abs(residual - centre) <= max(PAPER_SIGMAS * sigma, 0.5)  # around the majority, not the fit
+        used = 6
+    deviation = values - terms[..., :used] @ coefficients
+    _, sigma = _centre_and_spread(residual[keep])
+    return deviation, np.abs(deviation) <= max(PAPER_SIGMAS * sigma, 0.5), sigma
+
+
+def _centre_and_spread(values: np.ndarray) -> Tuple[float, float]:
+    """Median and robust standard deviation (MAD-based) of ``values``."""
+    centre = float(np.median(values))
+    return centre, MAD_TO_SIGMA * float(np.median(np.abs(values - centre)))
+
+
+def _ink_side(deviation: np.ndarray, sigma: float) -> float:
+    """-1 for ink darker than its paper (pen on paper), +1 for lighter (MNIST's own white on black): the side
+    that carries more of what stands out beyond the noise."""
+    margin = max(SEED_SIGMAS * sigma, 1.0)
+    lighter = np.clip(deviation - margin, 0, None).sum()
+    darker = np.clip(-deviation - margin, 0, None).sum()
+    return 1.0 if lighter > darker else -1.0
+
+
+def _main_mass(ink: np.ndarray, labels: np.ndarray, seeded: np.ndarray) -> np.ndarray:
+    """Only the digit: the component with the most ink and those with a fair share of it near it."""
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=len(seeded))
+    mass[~seeded] = 0
+    ring = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    contact = np.bincount(ring, minlength=len(seeded))
+    mass[contact > OFF_SHEET * max(labels.shape)] = 0  # the table beyond a tilted sheet's edge, not ink
+    if mass.max() <= 0:
+        return ink
+    main = int(np.argmax(mass))
+    top, bottom, left, right = _box(labels == main)
+    reach = NEAR * max(bottom - top, right - left)
+    keep = np.zeros(len(mass), dtype=bool)
+    for component in np.nonzero(mass >= SPECK_SHARE * mass[main])[0]:
+        t, b, l, r = _box(labels == component)
+        gap = max(t - bottom, top - b, l - right, left - r, 0)  # 0 where the boxes overlap
+        keep[component] = gap <= reach
+    return np.where(keep[labels], ink, 0.0)
+
+
+def _box(mask: np.ndarray) -> Tuple[int, int, int, int]:
+    """Top, bottom, left, right (inclusive) of a non-empty mask."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def label_components(mask: np.ndarray) -> Tuple[np.ndarray, int]:
+    """8-connected components of a boolean image: labels (0 for background, 1..count) and count.
+
+    Works on runs of set pixels per row (a union-find over runs), so its cost grows with the number of
+    runs, not of pixels: a digit's strokes are a few runs a row.
+    """
+    height, width = mask.shape
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    run_rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive; runs come row by row, left to right, starts and ends paired
+    parent = list(range(len(starts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(run_rows, np.arange(height + 1))  # runs of row r: first[r] .. first[r + 1]
+    for row in range(1, height):
+        above, above_end = first[row - 1], first[row]
+        for run in range(first[row], first[row + 1]):
+            while above < above_end and ends[above] < starts[run]:  # ends before this run's diagonal reach
+                above += 1
+            other = above
+            while other < above_end and starts[other] <= ends[run]:  # starts within it (diagonals included)
+                parent[root(other)] = root(run)
+                other += 1
+    roots = np.array([root(i) for i in range(len(starts))], dtype=np.int64)
+    unique_roots, numbered = np.unique(roots, return_inverse=True) if len(roots) else (roots, roots)
+    labels = np.zeros((height, width), dtype=np.int64)
+    for run in range(len(starts)):
+        labels[run_rows[run], starts[run]:ends[run]] = numbered[run] + 1
+    return labels, len(unique_roots)
