@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,parity,plot,tensorboard,web,export]'
+	$(BIN)/pip install --quiet -e '.[test,parity,keras,plot,tensorboard,web,export]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,20 +11,21 @@ PACKAGE = REPO / "torch_mnist"
 LAYERS = [
     {"errors", "history", "files"},  # basics everything may use
     {"kernels"},  # native code built on first use
+    {"ink"},
     {"datasets", "digits", "integrity", "logs", "model", "losses", "optim", "idx", "distributed", "progress"},
-    {"predict", "deployed"},  # torch-free: what a deployed model needs
+    {"predict", "deployed", "keras_files"},  # torch-free: what a deployed model needs; Keras files read
     {"data", "reference", "analysis", "keras_parity"},  # datasets and figures as data
     {"batches"},
     {"config"},  # its choices come from the registries above
     {"recipe", "engine", "runtime", "prepare", "plots", "serve"},  # config -> objects; the steps
     {"checkpoint"},
-    {"training", "export"},  # a whole run; a run's model shipped
+    {"training", "export", "keras_convert"},  # a whole run; a run's model shipped, or brought from Keras
     {"benchmark"},
     {"reproduce"},
     {"commands", "commands.common"},
     {"commands.runs"},
     {"commands.train", "commands.evaluate", "commands.predict", "commands.plot", "commands.benchmark",
-     "commands.reproduce", "commands.prepare", "commands.serve", "commands.export"},
+     "commands.reproduce", "commands.prepare", "commands.serve", "commands.export", "commands.convert"},
 ]
 
 

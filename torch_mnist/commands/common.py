@@ -10,7 +10,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from ..datasets import dataset_info
 from ..errors import Note, UserError
@@ -105,3 +105,27 @@ def check_output_path(path: Path, flag: str = "--out") -> None:
             pass
     except OSError as e:
         raise UserError(f"{flag} {path}: folder {folder} is not writable ({e.strerror})") from None
+
+
+def check_distinct_paths(reads: Dict[str, Path], writes: Dict[str, Path]) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs or another of its outputs:
+    the same file after resolving links (symbolic or hard). ``reads``/``writes``: a role (a flag) -> path."""
+    seen: Dict[object, str] = {}
+    for kind, paths in (("reads", reads), ("writes", writes)):
+        for role, path in paths.items():
+            if path is None:
+                continue
+            identity = _file_identity(Path(path))
+            if identity in seen and (kind == "writes"):
+                raise UserError(f"{role} {path} is the same file as {seen[identity]}: it would be overwritten; "
+                                "choose another path")
+            seen.setdefault(identity, f"{role} {path}" if kind == "writes" else f"the input {role} {path}")
+
+
+def _file_identity(path: Path):
+    """What makes two paths one file: device and inode where it exists, else its fully resolved path."""
+    try:
+        info = os.stat(path)
+        return ("inode", info.st_dev, info.st_ino)
+    except OSError:
+        return ("path", os.path.realpath(path))
