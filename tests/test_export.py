@@ -63,6 +63,14 @@ class TestExport:
         assert "the same digit as the checkpoint on 10,000 of 10,000" in result.stdout
         assert f"written: {tmp_path / 'm.onnx'}" in result.stdout
 
+    @pytest.mark.scripts
+    def test_a_pt2_under_any_name_is_written_without_torch_warnings(self, trained_checkpoint, real_root, tmp_path):
+        result = run_command([sys.executable, REPO / "scripts" / "export.py", "--checkpoint", trained_checkpoint,
+                              "--format", "pt2", "--out", tmp_path / "model.bin", "--data-dir", real_root])
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        with open(tmp_path / "model.bin", "rb") as f:
+            assert torch.export.load(f).module()(torch.zeros(2, 1, 28, 28))[1].shape == (2, 10)
+
     def test_a_model_that_disagrees_is_not_written(self, trained_checkpoint, real_root, tmp_path, monkeypatch):
         from torch_mnist import export, load_checkpoint
         from torch_mnist.errors import UserError
@@ -133,6 +141,35 @@ class TestBadInput:
         assert not (tmp_path / "c.onnx").exists()
         assert_one_line_error_in_process(predict_main, ["--model", tmp_path / "c.onnx", "x.png"], capsys,
                                          "onnxruntime is not installed")
+
+    @pytest.mark.parametrize("outputs, class_names, message", [
+        (784, json.dumps([str(i) for i in range(10)]), "its probabilities are shaped"),
+        (10, json.dumps(["x"]), "its class names are missing or unreadable"),
+        (10, json.dumps("abcdefghij"), "its class names are missing or unreadable"),
+        (10, "null", "its class names are missing or unreadable"),
+        (10, "{not json", "its class names are missing or unreadable"),
+    ])
+    def test_predict_refuses_crafted_metadata_and_shapes(self, tmp_path, capsys, outputs, class_names, message):
+        import onnx
+        from onnx import TensorProto, helper
+        # image (N, 1, 28, 28) -> a flat (N, 784) "probabilities", sliced to the claimed count of outputs
+        nodes = [helper.make_node("Flatten", ["image"], ["flat"]),
+                 helper.make_node("Slice", ["flat", "start", "end", "axis"], ["probabilities"])]
+        constants = [helper.make_tensor(name, TensorProto.INT64, [1], [value])
+                     for name, value in (("start", 0), ("end", outputs), ("axis", 1))]
+        graph = helper.make_graph(nodes, "crafted", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                                   ["N", 1, 28, 28])],
+                                  [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", outputs])],
+                                  initializer=constants)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        for key, value in (("torch_mnist_version", "0.1.0"), ("class_names", class_names)):
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp_path / "crafted.onnx"))
+        from PIL import Image
+        Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
+        assert_one_line_error_in_process(predict_main, ["--model", tmp_path / "crafted.onnx", tmp_path / "x.png"],
+                                         capsys, message)
 
     @pytest.mark.parametrize("content, message", [
         (b"\x08\x07garbage that is no protobuf", "not a readable ONNX model"),

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from torch_mnist import MLP, TrainConfig, build
@@ -37,3 +38,18 @@ class TestRecipe:
         config = TrainConfig(hidden=(64, 32))
         built = {name: tuple(tensor.shape) for name, tensor in build(config, CPU).model.state_dict().items()}
         assert weight_shapes(config) == built
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(monkeypatch):
+    import torch_mnist.recipe as recipe
+    from torch_mnist import UserError
+
+    allocated = []
+    monkeypatch.setattr(recipe, "MLP", lambda *args, **kwargs: allocated.append(args))
+    config = TrainConfig(hidden=(65536,) * 64)
+    with pytest.raises(UserError, match=r"--hidden \(64 layers, the widest 65536\): 270,639,169,546 parameters"):
+        recipe.build_model(config)
+    monkeypatch.setattr(recipe, "available_memory", lambda: 10 * 2 ** 20)  # a 10 MiB machine
+    with pytest.raises(UserError, match="more than this machine's available 0.0 GiB"):
+        recipe.build_model(TrainConfig(hidden=(1024, 1024)))
+    assert allocated == []

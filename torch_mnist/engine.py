@@ -151,8 +151,12 @@ def predict_probabilities(model: nn.Module, normalization: Normalization, pixels
                           device: torch.device = torch.device("cpu")) -> np.ndarray:
     """Class probabilities (N, classes) for uint8 images (N, 28, 28), normalized as in training."""
     images = normalization.apply(torch.from_numpy(np.ascontiguousarray(pixels))).flatten(1).to(device)
+    was_training = model.training
     model.eval()
-    return torch.softmax(model(images), dim=1).cpu().numpy()
+    try:
+        return torch.softmax(model(images), dim=1).cpu().numpy()
+    finally:
+        model.train(was_training)  # the caller's model as it was
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Iterable, val_batches: Iterable,

@@ -145,10 +145,13 @@ def _pt2(deployable: Deployable, example: torch.Tensor, path: Path, info: Dict[s
     program = torch.export.export(deployable, (example,), dynamic_shapes=_dynamic_batch())
 
     def save(entries: Dict[str, str]) -> None:
-        torch.export.save(program, str(path), extra_files={"torch_mnist.json": json.dumps({**info, **entries})})
+        # Through a file object: given a name, torch.export warns about any that does not end in .pt2.
+        with open(path, "wb") as f:
+            torch.export.save(program, f, extra_files={"torch_mnist.json": json.dumps({**info, **entries})})
 
     save({})
-    loaded = torch.export.load(str(path)).module()  # verify what a consumer will load, not what we hold
+    with open(path, "rb") as f:
+        loaded = torch.export.load(f).module()  # verify what a consumer will load, not what we hold
 
     def run(images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -47,13 +48,12 @@ def atomic_write(path: Path, write: Callable) -> None:
 
 
 def _write_and_rename(path: Path, write: Callable) -> None:
-    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, tmp = _exclusive_temporary(path)
     try:
         with os.fdopen(descriptor, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the result from the group
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -63,6 +63,22 @@ def _write_and_rename(path: Path, write: Callable) -> None:
         os.fsync(directory)  # make the rename itself durable
     finally:
         os.close(directory)
+
+
+def _exclusive_temporary(path: Path) -> tuple:
+    """A new file beside ``path`` that nobody else can have created or linked, opened for writing.
+
+    Created with mode 0666 so that the kernel applies the process's umask, as for any file the
+    user creates (mkstemp's 0600 would hide the result from the group, and reading the umask
+    means setting it, which races with other threads)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextlib.contextmanager
@@ -77,14 +93,7 @@ def staged(path: Path) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield folder / path.name
-        with signals_deferred():
-            os.chmod(folder / path.name, 0o666 & ~_umask())
+        with signals_deferred():  # the writer created the file: the umask already applied to it
             os.replace(folder / path.name, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -1,7 +1,6 @@
 """Between Keras and torch_mnist: a Keras model of the family as a checkpoint, and a checkpoint as a
 ``.keras`` file that ``keras.saving.load_model`` reads and that predicts what the checkpoint predicts."""
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -59,7 +58,7 @@ def checkpoint_from_keras(model: KerasModel, normalize: str = "scale") -> Conver
 def write_keras(checkpoint: dict, out: Path) -> None:
     """``checkpoint``'s model as a Keras 3 ``.keras`` file taking what the reference fed its model
     (784 pixels / 255), compiled with the run's RMSprop, written atomically."""
-    from .files import atomic_write
+    from .files import staged
     from .keras_parity import import_keras
 
     keras = import_keras()
@@ -84,13 +83,10 @@ def write_keras(checkpoint: dict, out: Path) -> None:
                                                            epsilon=config.eps),
                         loss="categorical_crossentropy", metrics=["accuracy"])
     _carry_square_averages(checkpoint, model, keras_model)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
-        staged = Path(folder) / "model.keras"  # Keras insists on the suffix; the rename keeps it atomic
-        keras_model.save(staged)
-        if not staged.is_file():
+    with staged(out) as tmp:  # under out's own name (Keras insists on .keras), renamed over it when whole
+        keras_model.save(tmp)
+        if not tmp.is_file():
             raise UserError(f"Keras wrote no file for {out}")
-        data = staged.read_bytes()
-    atomic_write(out, lambda f: f.write(data))
 
 
 def _carry_square_averages(checkpoint: dict, model, keras_model) -> None:

@@ -4,6 +4,7 @@ Training, the benchmark, checkpoint loading and the result commands all build
 through here, so what a configuration means cannot drift between them.
 """
 
+import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Dict, Optional, Tuple
@@ -12,6 +13,7 @@ import torch
 
 from .config import KERAS_SEMANTICS, TrainConfig
 from .data import Normalization
+from .errors import UserError
 from .losses import cross_entropy
 from .model import IMAGE_PIXELS, MLP
 from .optim import RMSprop
@@ -43,7 +45,40 @@ def build(config: TrainConfig, device: torch.device) -> Recipe:
 
 
 def build_model(config: TrainConfig, generator: Optional[torch.Generator] = None) -> MLP:
+    check_fits_in_memory(config)
     return MLP(IMAGE_PIXELS, config.hidden, NUM_CLASSES, config.dropout, generator)
+
+
+# float32 weights, their gradients, RMSprop's averages and a checkpoint's copy: four floats a parameter
+BYTES_PER_PARAMETER = 4 * 4
+
+
+def check_fits_in_memory(config: TrainConfig) -> None:
+    """Refuse, before allocating, a model whose weights and training state cannot fit in this machine's memory
+    (the configuration's bounds allow ~1 TB of weights)."""
+    parameters = sum(inputs * outputs + outputs for inputs, outputs in (
+        (shape[1], shape[0]) for name, shape in weight_shapes(config).items() if name.endswith(".weight")))
+    needed, available = parameters * BYTES_PER_PARAMETER, available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"--hidden ({len(config.hidden)} layers, the widest {max(config.hidden)}): {parameters:,} "
+                        f"parameters need about "
+                        f"{needed / 2 ** 30:,.1f} GiB to train, more than this machine's available "
+                        f"{available / 2 ** 30:,.1f} GiB")
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def weight_shapes(config: TrainConfig) -> Dict[str, Tuple[int, ...]]:

@@ -37,15 +37,25 @@ def fast_cpu_math(device: torch.device) -> Iterator[None]:
     thread only: torch's OpenMP workers, created earlier, keep their own
     setting, which is why :class:`~torch_mnist.optim.RMSprop` also keeps its
     squared-gradient averages out of the denormal range itself. Restores
-    torch's default (off) afterwards.
+    the caller's setting afterwards.
     """
-    if device.type != "cpu" or not torch.set_flush_denormal(True):
+    if device.type != "cpu":
+        yield
+        return
+    was_flushing = flushes_denormals()
+    if not torch.set_flush_denormal(True):
         yield
         return
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(was_flushing)
+
+
+def flushes_denormals() -> bool:
+    """Whether this thread flushes denormal floats to zero now (torch can set it but not report it)."""
+    smallest_normal = torch.tensor(torch.finfo(torch.float32).tiny)
+    return bool((smallest_normal * 0.5).item() == 0.0)
 
 
 def native_bf16_cpu() -> Optional[bool]:

@@ -66,13 +66,21 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
                  shard: Shard = Shard(), logs: Sequence[RunLog] = ()) -> RunResult:
     """Train ``config`` (continuing ``resume``, a loaded checkpoint, if given); checkpoint to ``out``.
 
-    Seeds torch's global generator with ``config.seed`` (dropout draws from it).
+    Dropout draws from torch's global generator, seeded from ``config.seed``: inside a fork of the caller's
+    generators (CPU and the device's), so the caller's random streams are as they were afterwards.
     Pass your own ``writer`` to inspect what was saved after an interruption. Under torchrun,
     ``shard`` is this rank: it trains on its share of each batch through DDP with dropout masks of
     its own, and only rank 0 writes. ``logs`` (a CSV, TensorBoard) hear of every finished epoch.
     """
     config.validate()
     _check_speed_options(config, device, shard)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _run(config, data_root, device, out, save_every, resume, progress, writer, shard, logs)
+
+
+def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, save_every: int,
+         resume: Optional[dict], progress: Optional[Progress], writer: Optional[CheckpointWriter], shard: Shard,
+         logs: Sequence[RunLog]) -> RunResult:
     recipe = build(config, device)
     torch.manual_seed(dropout_seed(config.seed, shard.rank))  # dropout draws from torch's global generator
     shuffle_generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank

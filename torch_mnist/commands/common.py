@@ -115,17 +115,51 @@ def check_distinct_paths(reads: Dict[str, Path], writes: Dict[str, Path]) -> Non
         for role, path in paths.items():
             if path is None:
                 continue
-            identity = _file_identity(Path(path))
+            identity = file_identity(Path(path))
             if identity in seen and (kind == "writes"):
                 raise UserError(f"{role} {path} is the same file as {seen[identity]}: it would be overwritten; "
                                 "choose another path")
             seen.setdefault(identity, f"{role} {path}" if kind == "writes" else f"the input {role} {path}")
 
 
-def _file_identity(path: Path):
+def file_identity(path: Path):
     """What makes two paths one file: device and inode where it exists, else its fully resolved path."""
     try:
         info = os.stat(path)
         return ("inode", info.st_dev, info.st_ino)
     except OSError:
         return ("path", os.path.realpath(path))
+
+
+REPLACEABLE = {  # what an existing output must already be for a command to replace it, and how to tell
+    "checkpoint": ("a checkpoint", lambda head: head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")),
+    "history": ("a run's JSON history", lambda head: head.lstrip().startswith(b"{") and b'"history"' in head),
+    "png": ("a PNG image", lambda head: head.startswith(b"\x89PNG\r\n\x1a\n")),
+}
+
+
+def check_replaceable(path: Path, role: str, kind: str) -> None:
+    """An existing file at an output path is replaced only when it is what the command writes there (a
+    checkpoint by a checkpoint, a PNG by a PNG); anything else is refused before any work."""
+    if not os.path.lexists(path):
+        return
+    what, looks_right = REPLACEABLE[kind]
+    if not Path(path).is_file():
+        raise UserError(f"{role} {path} exists and is not a regular file; choose another path")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as e:
+        raise UserError(f"{role} {path} exists and cannot be read ({e.strerror}); choose another path") from None
+    if not looks_right(head):
+        raise UserError(f"{role} {path} exists and is not {what}: it would be replaced; choose another path "
+                        "or remove it first")
+
+
+def data_files(data_dir: Optional[str], dataset: str = "mnist", splits=("train", "test")) -> Dict[str, Path]:
+    """The idx files a command reads (so that no output can land on one of them)."""
+    from ..datasets import dataset_info, resolve_data_root
+    from ..idx import SPLIT_FILES
+
+    folder = resolve_data_root(data_dir) / dataset_info(dataset).folder / "raw"
+    return {f"the data file {name}": folder / name for split in splits for name in SPLIT_FILES[split]}

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import Parser, check_output_path, data_flag, device_flag
+from .common import Parser, check_distinct_paths, check_output_path, check_replaceable, data_files, data_flag, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,14 +16,21 @@ def parser() -> argparse.ArgumentParser:
     device_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text (default: text)")
     p.add_argument("--misclassified", metavar="GRID.png",
-                   help="write a grid of the wrongly classified images (default: none)")
+                   help="write a grid of the wrongly classified images; an existing PNG there is replaced, "
+                        "any other file refused (default: none)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.misclassified:
-        check_output_path(Path(args.misclassified), "--misclassified")
+        grid = Path(args.misclassified)
+        check_output_path(grid, "--misclassified")
+        check_distinct_paths(reads={"--checkpoint": Path(args.checkpoint), "its history":
+                                    Path(args.checkpoint).with_suffix(".json"),
+                                    **data_files(args.data_dir, splits=("test",))},
+                             writes={"--misclassified": grid})
+        check_replaceable(grid, "--misclassified", "png")
     from ..analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
     from ..engine import evaluate  # the heavy imports, after the flags
     from ..recipe import loss_of

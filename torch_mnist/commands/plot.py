@@ -2,13 +2,15 @@
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from ..errors import UserError
 from ..history import HISTORY_KEYS
-from .common import Parser, check_output_path, class_names, data_flag, device_flag
+from .common import (Parser, check_distinct_paths, check_output_path, check_replaceable, class_names, data_flag,
+                     device_flag)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,6 +35,11 @@ def read_history(path: Path) -> dict:
     history = run.get("history") if isinstance(run, dict) else None
     if not isinstance(history, dict) or any(not isinstance(history.get(key), list) for key in HISTORY_KEYS):
         raise UserError(f"{path}: JSON without a run's history (loss, accuracy, val_loss, val_accuracy per epoch)")
+    lengths = {key: len(history[key]) for key in HISTORY_KEYS}
+    if len(set(lengths.values())) != 1 or not lengths["loss"]:
+        raise UserError(f"{path}: the history's lists should hold one figure per epoch each, found {lengths}")
+    if not all(type(v) in (int, float) and math.isfinite(v) for key in HISTORY_KEYS for v in history[key]):
+        raise UserError(f"{path}: the history holds something other than finite numbers")
     return run
 
 
@@ -49,6 +56,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     curves, confusion = plots_paths(json_path, out_dir)
     check_output_path(curves, "--out-dir")
+    check_distinct_paths(reads={"the history": json_path, "its checkpoint": json_path.with_suffix(".pt")},
+                         writes={"the curves": curves, "the confusion matrix": confusion})
+    for role, picture in (("the curves", curves), ("the confusion matrix", confusion)):
+        check_replaceable(picture, role, "png")
     dataset = (run.get("config") or {}).get("dataset", "mnist")
     plot_curves(run["history"], curves, with_reference=dataset == "mnist")
     print(f"curves: {curves}")

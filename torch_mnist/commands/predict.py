@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import Parser, check_output_path, class_names, device_flag
+from .common import Parser, check_distinct_paths, check_output_path, check_replaceable, class_names, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,7 +20,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON list, an object per image (default: text)")
     p.add_argument("--show-input", metavar="OUT.png",
                    help="write the 28x28 images the model saw, enlarged side by side and captioned with each "
-                        "file and its prediction (default: none)")
+                        "file and its prediction; an existing PNG there is replaced, any other file refused "
+                        "(default: none)")
     return p
 
 
@@ -28,7 +29,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Exit 0 when every image was read, 2 when any could not be (the others are still predicted)."""
     args = parser().parse_args(argv)
     if args.show_input:
-        check_output_path(Path(args.show_input), "--show-input")
+        shown = Path(args.show_input)
+        check_output_path(shown, "--show-input")
+        reads = {f"image {image}": Path(image) for image in args.images}
+        reads["--model" if args.model else "--checkpoint"] = Path(args.model or args.checkpoint)
+        check_distinct_paths(reads, writes={"--show-input": shown})
+        check_replaceable(shown, "--show-input", "png")
     from ..digits import input_strip  # the heavy imports, after the flags
     from ..files import atomic_write
     from ..predict import predict_files

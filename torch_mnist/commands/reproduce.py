@@ -2,13 +2,14 @@
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
 from ..config import KERAS_SEMANTICS, TrainConfig
 from ..datasets import resolve_data_root
 from ..errors import UserError
-from .common import Parser, check_output_path, data_flag, device_flag
+from .common import Parser, check_distinct_paths, check_output_path, data_files, data_flag, device_flag
 
 
 MAX_SEEDS = 1000  # a thousand full runs is already days of computing
@@ -24,8 +25,9 @@ def parser() -> argparse.ArgumentParser:
     data_flag(p)
     device_flag(p)
     p.add_argument("--out-dir", default="runs/reproduce",
-                   help="checkpoints, summary.json and seeds.png go here; created if missing "
-                        "(default: runs/reproduce)")
+                   help="checkpoints seed<N>.pt (with .json histories), summary.json and seeds.png go here; "
+                        "created if missing; earlier seed checkpoints there are never replaced (default: "
+                        "runs/reproduce)")
     return p
 
 
@@ -40,6 +42,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         raise UserError(f"--out-dir {out_dir}: cannot be created ({e.strerror})") from None
     check_output_path(out_dir / "summary.json", "--out-dir")  # before the first of N runs, not after it
+    earlier = [out_dir / f"seed{seed}{suffix}" for seed in range(args.seeds) for suffix in (".pt", ".json")
+               if os.path.lexists(out_dir / f"seed{seed}{suffix}")]
+    if earlier:  # hours of runs: never replaced without being asked
+        raise UserError(f"--out-dir {out_dir} already holds {', '.join(p.name for p in earlier[:3])}"
+                        f"{' and more' if len(earlier) > 3 else ''} from an earlier run; choose another --out-dir "
+                        "or remove them first")
+    writes = {f"seed {seed}'s {kind}": out_dir / f"seed{seed}{suffix}" for seed in range(args.seeds)
+              for kind, suffix in (("checkpoint", ".pt"), ("history", ".json"))}
+    check_distinct_paths(data_files(args.data_dir),
+                         {**writes, "summary.json": out_dir / "summary.json", "seeds.png": out_dir / "seeds.png"})
     from ..plots import plot_seed_band  # the heavy imports, after the flags
     from ..progress import Progress
     from ..reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table

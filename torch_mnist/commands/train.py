@@ -13,7 +13,8 @@ from typing import List, Optional
 from ..config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, TrainConfig
 from ..datasets import NORMALIZATIONS, resolve_data_root
 from ..errors import Note, UserError
-from .common import Parser, Terminated, check_output_path, class_names, data_flag, device_flag, raise_terminated
+from .common import (Parser, Terminated, check_distinct_paths, check_output_path, check_replaceable, class_names,
+                     data_files, data_flag, device_flag, file_identity, raise_terminated)
 
 DEFAULTS = TrainConfig()
 # Flags that define the run's arithmetic: fixed by the checkpoint when resuming.
@@ -49,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"bf16: training forward passes under bfloat16 autocast (default: {DEFAULTS.amp})")
     data_flag(p)
     device_flag(p)
-    p.add_argument("--out", help="checkpoint path (default: ckpt.pt, or the --resume path)")
+    p.add_argument("--out", help="checkpoint path; its history goes beside it (.json), and the plots "
+                                 "(.curves.png, .confusion.png); existing files of those kinds are replaced, any "
+                                 "other file there is refused (default: ckpt.pt, or the --resume path)")
     p.add_argument("--save-every", type=int, default=1, help="write the checkpoint every N epochs (default: 1)")
     p.add_argument("--resume", help="continue the run saved in this checkpoint (default: a new run)")
     p.add_argument("--verify-data", action="store_true",
@@ -114,6 +117,8 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
     resume = None
     if args.resume:
         resume, config = load_for_resume(Path(args.resume), args.epochs)
+    if shard.is_main:
+        _check_outputs(args, out, config)
     data_root = resolve_data_root(args.data_dir)
     if args.verify_data:
         if config.dataset != "mnist":
@@ -143,6 +148,28 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
     if shard.is_main:  # rank 0 reports for all
         _report(result, config, out, plots=not args.no_plots)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, out: Path, config: TrainConfig) -> None:
+    """Every file the run will write, checked against what it reads and against each other before any work:
+    none may be another's, and an existing one is replaced only by its own kind."""
+    from ..checkpoint import history_path
+    from ..plots import plots_paths
+
+    writes = {"--out": out, "the history beside --out": history_path(out)}
+    if args.log_csv:
+        writes["--log-csv"] = Path(args.log_csv)
+    if not args.no_plots:
+        writes.update(zip(("the curves beside --out", "the confusion matrix beside --out"), plots_paths(out)))
+    reads = data_files(args.data_dir, config.dataset)
+    if args.resume and file_identity(Path(args.resume)) != file_identity(out):  # --resume X writes X: the default
+        reads["--resume"] = Path(args.resume)
+    check_distinct_paths(reads, writes)
+    check_replaceable(out, "--out", "checkpoint")
+    check_replaceable(history_path(out), "the history beside --out", "history")
+    for role, path in writes.items():
+        if role.startswith("the curves") or role.startswith("the confusion"):
+            check_replaceable(path, role, "png")
 
 
 def _logs(args: argparse.Namespace, resuming: bool) -> list:
