@@ -40,7 +40,7 @@ class TestOnRealDigits:
     @pytest.mark.parametrize("family", sorted(FAMILIES))
     def test_captured_digits_are_read_nearly_as_well_as_the_test_tensors(self, trained, real_root, family):
         checkpoint = load_checkpoint(trained)
-        digits, labels = sample_test_digits(load_mnist(real_root, train=False), 300, seed=11)
+        digits, labels = sample_test_digits(load_mnist(real_root, train=False), 150, seed=11)
         probabilities = _probabilities(checkpoint)
         pixels = np.stack([preprocess_image(capture.data) for capture in capture_family(family, digits, seed=11)])
         accuracy = np.mean(probabilities(pixels).argmax(1) == labels)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import statistics
 import threading
 import time
@@ -216,3 +217,111 @@ def test_a_person_draws_digits_in_a_real_browser(trained_checkpoint):
             assert page.text_content("#digit") == "" and page.get_attribute("#seen", "src") is None
         finally:
             browser.close()
+
+
+class TestHostileClients:
+    """Clients that lie about lengths, stall, disconnect or send what no drawing needs."""
+
+    @pytest.mark.parametrize("length, status", [("²", 400), ("1 2", 400), ("-5", 400), ("9" * 5000, 413)])
+    def test_a_content_length_that_is_no_byte_count(self, synthetic_reader, capsys, length, status):
+        with Running(synthetic_reader) as server:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+                client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+                answer = _read_answer(client)
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()) and b"application/json" in answer
+        assert "error" in json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert capsys.readouterr().err == ""  # no traceback in the server's log
+
+    def test_clients_that_send_part_of_a_body_and_leave_log_nothing(self, synthetic_reader, capsys):
+        rng = np.random.default_rng(0)
+        with Running(synthetic_reader) as server:
+            for k in range(100):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+                    announced = int(rng.integers(100, 100000))
+                    client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {announced}\r\n\r\n"
+                                   .encode() + b"\x89PNG" * int(rng.integers(0, announced // 8)))
+            status, _, _ = server.request("GET", "/health")
+        assert status == 200 and capsys.readouterr().err == ""
+
+    def test_ordinary_clients_posting_too_much_read_the_413(self, synthetic_reader):
+        import urllib.error
+        import urllib.request
+        with Running(synthetic_reader) as server:
+            def post(_):
+                request = urllib.request.Request(f"http://127.0.0.1:{server.port}/predict", data=b"x" * 3_000_000,
+                                                 headers={"Content-Type": "image/png"})
+                try:
+                    urllib.request.urlopen(request, timeout=30)
+                except urllib.error.HTTPError as e:
+                    return e.code, json.loads(e.read())
+                return None
+            with ThreadPoolExecutor(10) as pool:
+                answers = list(pool.map(post, range(10)))
+        assert all(code == 413 and "limit" in answer["error"] for code, answer in answers), answers
+
+    def test_stalled_uploads_are_dropped_and_do_not_block_others(self, synthetic_reader, capsys):
+        stalled = []
+        with Running(synthetic_reader, timeout=1.0, max_connections=64) as server:
+            before = threading.active_count()
+            for _ in range(200):  # more than the server serves at once: the rest are told it is busy
+                client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n\x89PN")
+                stalled.append(client)
+            assert threading.active_count() - before <= 64  # threads bounded
+            deadline = time.monotonic() + 15
+            status = None
+            while time.monotonic() < deadline:  # a good client is served once the stalled ones time out
+                status, _, _ = server.request("GET", "/health")
+                if status == 200:
+                    break
+            assert status == 200
+            for client in stalled:  # every stalled upload was dropped (or refused as busy)
+                answer = _read_answer(client)
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 503")
+                client.close()
+        assert capsys.readouterr().err == ""
+
+    def test_an_image_of_too_many_pixels_is_refused_before_decoding(self, synthetic_reader):
+        buffer = io.BytesIO()
+        Image.new("L", (9000, 9000), 255).save(buffer, format="PNG")  # ~80 KB, 81 million pixels
+        with Running(synthetic_reader) as server:
+            started = time.monotonic()
+            status, kind, body = server.request("POST", "/predict", buffer.getvalue())
+        assert status == 400 and "9000x9000 pixels, more than the 4,000,000 accepted here" in json.loads(body)["error"]
+        assert time.monotonic() - started < 5  # refused from the header, not after a decode
+
+    @pytest.mark.parametrize("request_bytes, status", [
+        (b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"OPTIONS /predict HTTP/1.1\r\nHost: x\r\n\r\n", 204),
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n", 431),
+        (b"DELETE /predict HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"NONSENSE\r\n\r\n", 400),
+    ])
+    def test_every_answer_is_json(self, synthetic_reader, request_bytes, status):
+        with Running(synthetic_reader) as server:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+                client.sendall(request_bytes)
+                answer = _read_answer(client)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()) or head.startswith(f"HTTP/1.0 {status} ".encode())
+        if status not in (204,) and not request_bytes.startswith(b"HEAD"):
+            assert b"Content-Type: application/json" in head and "error" in json.loads(body)
+        elif request_bytes.startswith(b"HEAD"):
+            assert b"Content-Type: application/json" in head and body == b""
+
+
+def _read_answer(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes or pauses for a second."""
+    client.settimeout(3)
+    chunks = []
+    try:
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            client.settimeout(1)
+    except (TimeoutError, ConnectionError):
+        pass
+    return b"".join(chunks)

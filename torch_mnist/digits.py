@@ -31,8 +31,11 @@ class BlankImage(UserError):
     """An image with no ink on it (a cleared canvas, an empty page)."""
 
 
-def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
-    """A digit image (a file's path, or its bytes) as MNIST would have stored it: 28x28 uint8, white on black."""
+def preprocess_image(source: Union[Path, str, bytes], max_pixels: Optional[int] = None) -> np.ndarray:
+    """A digit image (a file's path, or its bytes) as MNIST would have stored it: 28x28 uint8, white on black.
+
+    ``max_pixels``: refuse larger images from their header, before decoding them (a server's bound on memory;
+    without it, only decompression bombs of ~90 million pixels are refused)."""
     name = "image" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes):
         path = Path(source)
@@ -47,6 +50,9 @@ def preprocess_image(source: Union[Path, str, bytes]) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # no digit needs ~90 million pixels
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 image.seek(0)  # the first frame of an animated GIF
+                if max_pixels is not None and image.width * image.height > max_pixels:
+                    raise UserError(f"{name}: refused: {image.width}x{image.height} pixels, more than the "
+                                    f"{max_pixels:,} accepted here")
                 if image.format == "JPEG":  # a photo decoded at a fraction of its size: the ink needs no more
                     image.draft(image.mode, (2 * WORK_MAX, 2 * WORK_MAX))
                 image.load()
