@@ -103,6 +103,20 @@ def test_a_nan_on_one_rank_ends_every_rank_together(tmp_path):
 
 
 @pytest.mark.torchrun
+def test_a_full_disk_on_rank_0_ends_every_rank_together(tmp_path):
+    root = make_synthetic_root(tmp_path / "data", train=600, test=200)
+    result = torchrun("--data-dir", root, "--epochs", 3, "--out", tmp_path / "c.pt", "--quiet", "--no-plots",
+                      script=REPO / "tests" / "torchrun_full_disk_on_rank_0.py", timeout=100)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {tmp_path / 'c.pt'}: the checkpoint of epoch 1 could not be written (No space left "
+                      "on device)"], result.stderr
+    # rank 1 left at once (well inside the collective timeout), with no line of its own
+    assert "Timeout" not in result.stderr and "watchdog" not in result.stderr.lower()
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.torchrun
 def test_dropout_masks_differ_across_ranks_and_a_dropout_run_resumes_bit_for_bit(tmp_path):
     root = make_synthetic_root(tmp_path / "data", train=512, test=200)
     flags = ["--data-dir", root, "--quiet", "--no-plots", "--hidden", 32, "--dropout", 0.5]

@@ -145,19 +145,29 @@ def local_main_first(prepare: Callable[[], Result], shard: Shard, device: torch.
     """
     if not shard.distributed:
         return prepare()
+    result = together(prepare if shard.local_rank == 0 else (lambda: None), shard, device,
+                      "the data could not be prepared on another node's first process")
+    return result if shard.local_rank == 0 else prepare()
+
+
+def together(step: Callable[[], Result], shard: Shard, device: torch.device, what_failed: str) -> Result:
+    """``step()`` on this rank, then every rank learns whether all succeeded: a failure of any kind (ours, a
+    bug, MemoryError, a full disk) ends every rank at once instead of leaving the others waiting at their next
+    collective until its timeout. The failing rank raises its own error; the others :class:`PeerFailed`."""
+    if not shard.distributed:
+        return step()
     result, error = None, None
-    if shard.local_rank == 0:
-        try:
-            result = prepare()
-        except UserError as e:
-            error = e
-    ready = torch.tensor([0.0 if error else 1.0], device=device)
+    try:
+        result = step()
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the others have heard of it
+        error = e
+    ready = torch.tensor([0.0 if error is not None else 1.0], device=device)
     dist.all_reduce(ready, op=dist.ReduceOp.MIN)  # also the barrier the others wait at
     if error is not None:
         raise error
     if ready.item() == 0:
-        raise PeerFailed("the data could not be prepared on another node's first process; its error says why")
-    return result if shard.local_rank == 0 else prepare()
+        raise PeerFailed(f"{what_failed}; its error says why")
+    return result
 
 
 def shutdown(shard: Optional[Shard]) -> None:

@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .batches import make_batches
 from .checkpoint import load_checkpoint, make_checkpoint, restore, save_checkpoint
 from .config import TrainConfig
-from .distributed import Shard, check_divisible, dropout_seed, gather_states, local_main_first, reduce_epoch
+from .distributed import Shard, check_divisible, dropout_seed, gather_states, local_main_first, reduce_epoch, together
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .errors import Note, UserError
 from .history import History, new_history, record_epoch
@@ -55,7 +55,11 @@ class CheckpointWriter:
 
     def flush(self) -> None:
         if self.pending is not None and self.enabled:
-            save_checkpoint(self.pending, self.path)
+            try:
+                save_checkpoint(self.pending, self.path)
+            except OSError as e:  # a full disk, a folder made read-only meanwhile: the earlier file is intact
+                raise UserError(f"{self.path}: the checkpoint of epoch {self.pending['epoch']} could not be "
+                                f"written ({e.strerror or e})") from None
             self.saved_epoch = self.pending["epoch"]
             self.pending = None
 
@@ -121,9 +125,12 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
                                   time.perf_counter() - started, train["step_losses"])
                 result.predicted, result.labels = val["predicted"], val["labels"]
                 rank_states = _rank_rng_states(shard, device)  # collective: every rank takes part
-                if shard.is_main:  # only the writer copies the weights to the host
-                    writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
-                                                     shuffle_generator, rank_states))
+
+                def save() -> None:
+                    if shard.is_main:  # only the writer copies the weights to the host
+                        writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
+                                                         shuffle_generator, rank_states))
+                together(save, shard, device, "the checkpoint could not be written by rank 0")
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
             for log in logs:
