@@ -64,6 +64,22 @@ class TestExport:
         assert f"written: {tmp_path / 'm.onnx'}" in result.stdout
 
     @pytest.mark.scripts
+    def test_sigterm_while_exporting_leaves_nothing_behind(self, trained_checkpoint, real_root, tmp_path, processes):
+        import signal
+        import time
+        out = tmp_path / "out" / "m.onnx"
+        out.parent.mkdir()
+        process = processes.start([sys.executable, str(REPO / "scripts" / "export.py"), "--checkpoint",
+                                   str(trained_checkpoint), "--out", str(out), "--data-dir", str(real_root)])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(out.parent.iterdir()) and process.poll() is None:
+            time.sleep(0.01)  # until the staging folder beside --out exists
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 143, stderr
+        assert list(out.parent.iterdir()) == []  # no hidden folder, no half-written model
+
+    @pytest.mark.scripts
     def test_a_pt2_under_any_name_is_written_without_torch_warnings(self, trained_checkpoint, real_root, tmp_path):
         result = run_command([sys.executable, REPO / "scripts" / "export.py", "--checkpoint", trained_checkpoint,
                               "--format", "pt2", "--out", tmp_path / "model.bin", "--data-dir", real_root])

@@ -292,3 +292,130 @@ def test_flag_values_for_every_script(name, data, tmp_path_factory, capsys, monk
         return  # e.g. plot of nothing: nothing to refuse
     assert code == 2, (argv, captured.err)
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, (argv, captured.err)
+
+
+class TestOutputsOnInputs:
+    """Any output flag pointed at any input (directly or through a link) is refused, and nothing changes."""
+
+    DATA = ("test images", "test labels")
+
+    @FUZZ
+    @given(case=st.sampled_from([  # each command, and the files it reads (or, for train, must not lose)
+        ("train", ["--epochs", "1", "--data-dir", "{data}", "--out", "{target}"], DATA + ("image",)),
+        ("train", ["--epochs", "1", "--data-dir", "{data}", "--out", "{fresh}", "--log-csv", "{target}"],
+         DATA + ("ckpt", "history", "image")),
+        ("evaluate", ["--checkpoint", "{ckpt}", "--data-dir", "{data}", "--misclassified", "{target}"],
+         DATA + ("ckpt", "history")),
+        ("predict", ["--checkpoint", "{ckpt}", "{image}", "--show-input", "{target}"], ("ckpt", "image")),
+        ("export", ["--checkpoint", "{ckpt}", "--data-dir", "{data}", "--out", "{target}"],
+         DATA + ("ckpt", "history")),
+    ]), pick=st.integers(0, 10), via=st.sampled_from(["path", "symlink", "hard link", "dot-dot"]))
+    def test_an_output_on_an_input(self, tmp_path_factory, good_checkpoint, case, pick, via):
+        from torch_mnist.commands import export as export_command
+        folder = tmp_path_factory.mktemp("clash")
+        data = make_synthetic_root(folder / "data", train=64, test=32)
+        (folder / "c.pt").write_bytes(good_checkpoint[0])
+        (folder / "c.json").write_text('{"epoch": 1, "history": {}}')
+        Image.new("L", (40, 40), 255).save(folder / "img.png")
+        raw = data / "MNIST" / "raw"
+        inputs = {"ckpt": folder / "c.pt", "history": folder / "c.json", "image": folder / "img.png",
+                  "test images": raw / "t10k-images-idx3-ubyte", "test labels": raw / "t10k-labels-idx1-ubyte"}
+        name, template, targets = case
+        chosen = inputs[targets[pick % len(targets)]]
+        if via == "symlink":
+            (folder / "link").symlink_to(chosen)
+            chosen = folder / "link"
+        elif via == "hard link":
+            os.link(chosen, folder / "hard")
+            chosen = folder / "hard"
+        elif via == "dot-dot":
+            chosen = chosen.parent / ".." / chosen.parent.name / chosen.name
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        values = {"data": data, "ckpt": folder / "c.pt", "image": folder / "img.png", "target": chosen,
+                  "fresh": folder / "fresh.pt"}
+        args = [part.format(**{k: str(v) for k, v in values.items()}) for part in template]
+        mains = {"train": train.main, "evaluate": evaluate.main, "predict": predict.main,
+                 "export": export_command.main}
+        assert run_main(mains[name], args) == 2
+        assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+class TestCraftedOnnxMetadata:
+    @FUZZ
+    @given(names=st.one_of(st.none(), st.text(max_size=30), st.lists(st.one_of(st.text(max_size=3), st.integers()),
+                                                                        max_size=12).map(__import__("json").dumps)),
+           outputs=st.integers(1, 784))
+    def test_any_class_names_and_output_width(self, tmp_path_factory, names, outputs):
+        onnx = pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+        from onnx import TensorProto, helper
+        from torch_mnist.deployed import OnnxDigitReader
+        folder = tmp_path_factory.mktemp("onnx")
+        constants = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
+                     (("start", 0), ("end", outputs), ("axis", 1))]
+        graph = helper.make_graph([helper.make_node("Flatten", ["image"], ["flat"]),
+                                   helper.make_node("Slice", ["flat", "start", "end", "axis"], ["probabilities"])],
+                                  "crafted", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                            ["N", 1, 28, 28])],
+                                  [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", outputs])],
+                                  initializer=constants)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        model.metadata_props.add(key="torch_mnist_version", value="0.1.0")
+        if names is not None:
+            model.metadata_props.add(key="class_names", value=names)
+        onnx.save(model, str(folder / "m.onnx"))
+        try:
+            reader = OnnxDigitReader(folder / "m.onnx")
+        except UserError as e:
+            assert "\n" not in str(e)
+            return
+        assert len(reader.class_names) == 10 and outputs == 10  # only a well-formed model gets this far
+        assert reader.probabilities(np.zeros((3, 28, 28), np.uint8)).shape == (3, 10)
+
+
+class TestMalformedHttp:
+    @FUZZ
+    @given(length=st.one_of(st.text(max_size=40), st.integers(-10, 10 ** 30).map(str)),
+           extra=st.lists(st.tuples(st.text("abcXYZ-", min_size=1, max_size=10), st.text(max_size=30)), max_size=5),
+           body=st.binary(max_size=200))
+    def test_any_content_length_and_headers(self, synthetic_server, length, extra, body):
+        import socket
+        headers = "".join(f"{k}: {v}\r\n" for k, v in extra if "\r" not in v and "\n" not in v)
+        request = (f"POST /predict HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {length}\r\n\r\n"
+                   .encode("utf-8", "surrogateescape") + body)
+        with socket.create_connection(("127.0.0.1", synthetic_server.server_address[1]), timeout=10) as client:
+            client.sendall(request)
+            client.shutdown(socket.SHUT_WR)  # a body shorter than announced ends here
+            answer = b""
+            try:
+                while chunk := client.recv(65536):
+                    answer += chunk
+            except (TimeoutError, ConnectionError):
+                pass
+        if answer:  # an answer, when there is one, is the API's JSON
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            assert b"application/json" in head, answer[:300]
+
+
+@pytest.fixture(scope="module")
+def synthetic_server(tmp_path_factory):
+    """The drawing page's server on a free port, reading with a small synthetic model; its log must stay empty."""
+    import threading
+    from functools import partial
+    from torch_mnist.checkpoint import checkpoint_normalization
+    from torch_mnist.engine import predict_probabilities
+    from torch_mnist.serve import DigitReader, make_server
+    from torch_mnist import run_training
+    folder = tmp_path_factory.mktemp("served")
+    run_training(TrainConfig(epochs=1, hidden=(16,)), make_synthetic_root(folder / "data"), CPU, folder / "c.pt")
+    checkpoint = load_checkpoint(folder / "c.pt")
+    reader = DigitReader(partial(predict_probabilities, build_model(checkpoint), checkpoint_normalization(checkpoint)),
+                         [str(d) for d in range(10)])
+    server = make_server(reader, "127.0.0.1", 0, timeout=2.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)

@@ -12,7 +12,6 @@ from torch_mnist.commands.predict import main as predict_main
 from torch_mnist.data import load_mnist
 from torch_mnist.digits import preprocess_image
 from torch_mnist.engine import predict_probabilities
-from torch_mnist.predict import predict_files
 
 from conftest import assert_one_line_error_in_process, run_in_process
 from digit_images import FAMILIES, capture_family, render_on_page, sample_test_digits

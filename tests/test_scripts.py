@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,7 +160,7 @@ class TestTrainScript:
         out = tmp_path / "c.pt"
         process = processes.start([sys.executable, str(REPO / "scripts" / "train.py"), "--data-dir",
                                    str(synthetic_root), "--epochs", "100000", "--out", str(out), "--quiet",
-                                   "--device", "cpu"])
+                                   "--device", "cpu", "--log-csv", str(tmp_path / "log.csv")])
         deadline = time.monotonic() + 120
         while not out.with_suffix(".json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # wait for the first epoch's checkpoint
@@ -171,8 +172,36 @@ class TestTrainScript:
         epoch = json.loads(out.with_suffix(".json").read_text())["epoch"]
         assert lines[0] == (f"interrupted: epoch {epoch} is saved in {out}; continue with: "
                             f"python scripts/train.py --resume {out} --epochs 100000 --data-dir {synthetic_root} "
-                            f"--device cpu")  # everything needed to continue on the same data and device
+                            f"--device cpu --log-csv {tmp_path / 'log.csv'}")  # the same data, device and log
         assert torch.load(out, weights_only=True)["epoch"] == epoch
+
+    @pytest.mark.scripts
+    @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_a_signal_during_start_up_is_one_line_too(self, synthetic_root, tmp_path, sig, code, processes):
+        status = Path("/proc/self/status")
+        if not status.exists():
+            pytest.skip("needs /proc to see when the script has installed its handlers")
+        process = processes.start([sys.executable, str(REPO / "scripts" / "train.py"), "--data-dir",
+                                   str(synthetic_root), "--epochs", "3", "--out", str(tmp_path / "c.pt"), "--quiet"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _catches(process.pid, signal.SIGTERM):
+            time.sleep(0.01)  # the moment the handlers are in: torch is still being imported
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == code, stderr
+        assert stderr.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in stderr
+        assert len(stderr.strip().splitlines()) == 1
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (Linux's /proc/PID/status, SigCgt)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        pass
+    return False
 
 
 class TestEvaluateScript:

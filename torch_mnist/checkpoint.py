@@ -133,6 +133,8 @@ def _sniff(path: Path) -> str:
     except UnicodeDecodeError:
         return "not a readable checkpoint: neither a torch file nor text"
     if text.lstrip().startswith("{") and '"history"' in text:
+        if path.suffix == ".pt":  # renamed: the checkpoint beside it has another name
+            return "a JSON history (named like a checkpoint), not a checkpoint: pass the .pt file train.py wrote"
         return (f"a JSON history, not a checkpoint: pass {path.with_suffix('.pt')}, the checkpoint "
                 "written beside it")
     return "a text file, not a checkpoint: pass the .pt file that train.py writes"

@@ -112,8 +112,8 @@ def _main_mass(ink: np.ndarray, labels: np.ndarray, seeded: np.ndarray) -> np.nd
     reach = NEAR * max(bottom - top, right - left)
     keep = np.zeros(len(mass), dtype=bool)
     for component in np.nonzero(mass >= SPECK_SHARE * mass[main])[0]:
-        t, b, l, r = _box(labels == component)
-        gap = max(t - bottom, top - b, l - right, left - r, 0)  # 0 where the boxes overlap
+        upper, lower, leftmost, rightmost = _box(labels == component)
+        gap = max(upper - bottom, top - lower, leftmost - right, left - rightmost, 0)  # 0 where the boxes overlap
         keep[component] = gap <= reach
     return np.where(keep[labels], ink, 0.0)
 

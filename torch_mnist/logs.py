@@ -59,12 +59,16 @@ class CsvLog(RunLog):
     def _rows(self) -> Optional[List[dict]]:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return None
-        with open(self.path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != CSV_HEADER:
-                raise UserError(f"--log-csv {self.path}: its columns {reader.fieldnames} are not this run's "
-                                f"{CSV_HEADER}; refusing to mix two runs in one file")
-            rows = list(reader)
+        try:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames != CSV_HEADER:
+                    raise UserError(f"--log-csv {self.path}: its columns {reader.fieldnames} are not this run's "
+                                    f"{CSV_HEADER}; refusing to mix two runs in one file")
+                rows = list(reader)
+        except (UnicodeDecodeError, csv.Error):
+            raise UserError(f"--log-csv {self.path}: exists and is not a CSV log (binary or malformed); give "
+                            "a new path") from None
         if any(not row["epoch"].isdigit() for row in rows):
             raise UserError(f"--log-csv {self.path}: not a CSV log of epochs")
         return rows

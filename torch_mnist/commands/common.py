@@ -6,6 +6,7 @@ imports the heavy modules afterwards, so ``--help`` and a bad flag answer at onc
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import warnings
@@ -58,6 +59,8 @@ def one_line_text(text: str) -> str:
 def script(main: Main) -> None:
     """The body of ``if __name__ == "__main__"`` for scripts: run and exit with the status."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # as Ctrl-C, from start-up to exit: one line, 143
+        signal.signal(signal.SIGTERM, raise_terminated)
     code = run_main(main)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A torchrun worker whose work is done, files closed and process group destroyed leaves

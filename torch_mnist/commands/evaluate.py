@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import Parser, check_distinct_paths, check_output_path, check_replaceable, data_files, data_flag, device_flag
+from .common import (Parser, check_distinct_paths, check_output_path, check_replaceable, data_files, data_flag,
+                     device_flag)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -209,8 +209,9 @@ def _saved_note(writer, out: Path, resume: Optional[dict], config: TrainConfig, 
     epoch = writer.saved_epoch if writer.saved_epoch is not None else (resume or {}).get("epoch")
     if epoch is None:
         return "no epoch completed, so no checkpoint was written"
-    where = "".join(f" --{flag} {shlex.quote(value)}" for flag, value in (("data-dir", args.data_dir),
-                                                                          ("device", args.device))
+    same = (("data-dir", args.data_dir), ("device", args.device), ("log-csv", args.log_csv),
+            ("tensorboard", args.tensorboard))  # the logs continue where they stopped, too
+    where = "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in same
                     if value is not None and not (flag == "device" and value == "auto"))
     return (f"epoch {epoch} is saved in {out}; continue with: "
             f"python scripts/train.py --resume {shlex.quote(str(out))} --epochs {config.epochs}{where}")
