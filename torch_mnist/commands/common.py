@@ -66,7 +66,11 @@ def script(main: Main) -> None:
         # A torchrun worker whose work is done, files closed and process group destroyed leaves
         # without the interpreter's and the C++ libraries' teardown: there a torch thread was seen
         # to abort ("terminate called without an active exception", no Python frame on the stack)
-        # in about 1 of 25 two-rank runs, and torchrun then reports a finished run as failed.
+        # in about 1 of 25 two-rank runs, and torchrun then reports a finished run as failed. The
+        # known cause upstream: Gloo's worker threads can still hold tensors with Python references
+        # while the interpreter finalizes, and releasing them there aborts (pytorch/pytorch#179291,
+        # abandoned; the terminate message without a cleanup is pytorch/pytorch#190489). Only
+        # workers (WORLD_SIZE > 1) take this exit, after flushing what they printed.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
