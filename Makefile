@@ -2,15 +2,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What each target needs, installed once (a stamp file each): training needs the package and the plots;
+# the suite and the benchmark add their own extras.
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: install train train-mlp2 evaluate test test-fast bench reproduce lint clean
 
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,parity,keras,plot,tensorboard,web,export]'
+	$(BIN)/pip install --quiet -e '.[plot]'
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[plot,test,parity,keras,tensorboard,web,export]'
+	touch $(TEST_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[plot,parity,export,peers]'
+	touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -25,15 +37,15 @@ train-mlp2: $(STAMP)
 evaluate: $(STAMP)
 	$(BIN)/python scripts/evaluate.py --checkpoint ckpt.pt
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Every module on synthetic data, in this process: no real-data epochs, torchrun, torch.compile, Keras,
 # script subprocesses or fuzzing (see setup.cfg's markers).
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras or scripts or fuzz)"
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/benchmark.py --out bench.json
 
 reproduce: $(STAMP)

@@ -8,7 +8,7 @@ from torch_mnist.benchmark import format_report, matmul_floor, run_benchmark
 
 from torch_mnist.commands.benchmark import main as benchmark_main
 
-from conftest import run_in_process
+from conftest import assert_one_line_error_in_process, run_in_process
 
 CPU = torch.device("cpu")
 
@@ -25,7 +25,7 @@ class TestBenchmark:
         assert timed_flops == pytest.approx(step_flops, rel=1e-9)
 
     def test_report_on_synthetic_data(self, synthetic_root, monkeypatch):
-        monkeypatch.setattr(benchmark, "keras_epochs", lambda *args: {})  # Keras' row: the next test
+        monkeypatch.setattr(benchmark, "peer_epochs", lambda *args: {})  # the peers' rows: the next tests
         result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16", "foreach"),
                                deployment=False)
         report = format_report(result)
@@ -69,6 +69,22 @@ class TestBenchmark:
             assert "| deployed model, onnxruntime: 10,000 images |" in report
         assert result["keras_epoch_seconds"]["median"] > 0
 
+    def test_the_jax_peer_trains_the_same_program(self, synthetic_root):
+        pytest.importorskip("jax", reason="the peers extra is not installed (make bench installs it)")
+        from torch_mnist import Normalization, decode, load_mnist
+        from torch_mnist.peers import jax_peer
+        scale = Normalization.named("scale")
+        train_set, test_set = (decode(load_mnist(synthetic_root, split), scale, CPU) for split in (True, False))
+        one_epoch = jax_peer(train_set, test_set)
+        assert one_epoch() > 0 and one_epoch() > 0  # two epochs: a ragged last batch, a second compiled shape
+
+    def test_a_saved_run_is_reported_without_measuring(self, tmp_path, capsys):
+        (tmp_path / "broken.json").write_text('{"device": "cpu"}')
+        assert_one_line_error_in_process(benchmark_main, ["--report", tmp_path / "broken.json"], capsys,
+                                         "not a benchmark JSON written by scripts/benchmark.py")
+        assert_one_line_error_in_process(benchmark_main, ["--report", tmp_path / "none.json"], capsys,
+                                         "no such file")
+
     def test_script_writes_json(self, synthetic_root, tmp_path, capsys):
         out = tmp_path / "bench.json"
         result = run_in_process(benchmark_main, ["--data-dir", synthetic_root, "--repeats", 1, "--loader-repeats", 0,
@@ -76,3 +92,5 @@ class TestBenchmark:
         assert result.returncode == 0, result.stderr
         assert json.loads(out.read_text())["fast_epoch_seconds"]["median"] > 0
         assert "matmul floor" in result.stdout
+        again = run_in_process(benchmark_main, ["--report", out], capsys)  # the docs' tables, from the JSON
+        assert again.returncode == 0 and again.stdout.strip() == result.stdout.split("\n\nwritten:")[0].strip()

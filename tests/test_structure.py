@@ -17,7 +17,7 @@ LAYERS = [
     {"data", "reference", "analysis", "keras_parity"},  # datasets and figures as data
     {"batches"},
     {"config"},  # its choices come from the registries above
-    {"recipe", "engine", "runtime", "prepare", "plots", "serve"},  # config -> objects; the steps
+    {"recipe", "engine", "runtime", "prepare", "plots", "serve", "peers"},  # config -> objects; the steps
     {"checkpoint"},
     {"training", "export", "keras_convert"},  # a whole run; a run's model shipped, or brought from Keras
     {"benchmark"},

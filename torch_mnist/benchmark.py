@@ -254,18 +254,13 @@ def evaluation_throughput(test_batches, device: torch.device) -> float:
     return test_batches.num_samples / seconds
 
 
-def keras_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, device: torch.device) -> Dict:
-    """Keras 3's seconds per epoch of the same program on the same data, if the parity extra is here."""
-    from .errors import UserError
-    from .keras_parity import import_keras, keras_epoch_timer
+def peer_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, device: torch.device) -> Dict:
+    """Seconds per epoch of the same program in each other framework installed here, taken in turns."""
+    from .peers import jax_peer, keras_peer
 
-    try:
-        import_keras()
-    except UserError:
-        return {}
-    one_epoch = keras_epoch_timer(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
-                                  test_set.labels)
-    return interleaved({"keras": one_epoch}, repeats, device)["keras"]
+    timers = {key: timer for key, timer in (("keras_epoch_seconds", keras_peer(train_set, test_set)),
+                                             ("jax_epoch_seconds", jax_peer(train_set, test_set))) if timer}
+    return interleaved(timers, repeats, device) if timers else {}
 
 
 def deployment_speed(repeats: int = 5) -> Dict:
@@ -352,9 +347,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
                                    dataset=config.dataset)
         loader_epoch, _ = epoch_timer(loader_train, loader_test, device, config)
         result["dataloader_epoch_seconds"] = interleaved({"loader": loader_epoch}, loader_repeats, device)["loader"]
-        keras = keras_epochs(train_set, test_set, loader_repeats, device)
-        if keras:
-            result["keras_epoch_seconds"] = keras
+        result.update(peer_epochs(train_set, test_set, loader_repeats, device))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -382,7 +375,8 @@ def format_report(result: Dict) -> str:
     for name, timing in result.get("variants", {}).items():
         epoch_row(VARIANTS[name].label, timing)
     for key, label in (("dataloader_epoch_seconds", "DataLoader path"),
-                       ("keras_epoch_seconds", "Keras 3 (torch backend)")):
+                       ("keras_epoch_seconds", "Keras 3 (torch backend)"),
+                       ("jax_epoch_seconds", "JAX + optax (jit, data resident)")):
         if key in result:
             epoch_row(label, result[key])
             lines.append(f"| fast path speed-up over {label.split(' (')[0]} | "

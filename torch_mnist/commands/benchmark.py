@@ -24,11 +24,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-deployment", action="store_true",
                    help="skip the exported model's rows, eager vs onnxruntime (default: measured when installed)")
     p.add_argument("--out", default="bench.json", help="where to write the JSON (default: bench.json)")
+    p.add_argument("--report", metavar="BENCH.json",
+                   help="measure nothing: print the tables of an earlier run's JSON, as docs/performance.md "
+                        "shows them (default: measure)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    if args.report:
+        return _report(Path(args.report))
     if not 1 <= args.repeats <= 1000 or not 0 <= args.loader_repeats <= 1000:
         raise UserError(f"--repeats must be from 1 and --loader-repeats from 0, both to 1000; got {args.repeats} "
                         f"and {args.loader_repeats}")
@@ -44,4 +49,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     atomic_write(Path(args.out), lambda f: f.write(json.dumps(result, indent=2).encode() + b"\n"))
     print(format_report(result))
     print(f"\nwritten: {args.out}")
+    return 0
+
+
+def _report(path: Path) -> int:
+    """The tables of a saved run: the docs' performance figures are this output, not typed in."""
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--report {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--report {path}: not a benchmark JSON ({type(e).__name__})") from None
+    from ..benchmark import format_report
+
+    try:
+        print(format_report(result))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"--report {path}: not a benchmark JSON written by scripts/benchmark.py") from None
     return 0
