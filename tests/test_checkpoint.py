@@ -149,6 +149,8 @@ class TestRefusals:
         ("empty", "empty file"),
         ("text", "a text file, not a checkpoint: pass the .pt file that train.py writes$"),
         ("json", r"a JSON history, not a checkpoint: pass .*ckpt\.pt, the checkpoint written beside it$"),
+        ("json named .pt", r"a JSON history \(named like a checkpoint\), not a checkpoint: pass the \.pt file "
+                           "train.py wrote$"),
         ("binary", "not a readable checkpoint: neither a torch file nor text$"),
         ("truncated", "not a readable checkpoint: the file is truncated or corrupted$"),
     ])
@@ -157,6 +159,10 @@ class TestRefusals:
         if kind == "json":
             _, checkpoint = _checkpoint()
             save_checkpoint(checkpoint, tmp_path / "ckpt.pt")  # ckpt.json is its history
+        elif kind == "json named .pt":
+            _, checkpoint = _checkpoint()
+            save_checkpoint(checkpoint, tmp_path / "real.pt")
+            (tmp_path / "real.json").rename(path)  # a history renamed hist.pt: "pass ckpt.pt" would be no help
         elif kind == "binary":
             path.write_bytes(bytes(range(256)) * 4)
         elif kind == "directory":

@@ -419,3 +419,36 @@ def synthetic_server(tmp_path_factory):
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)
+
+
+class TestSpecialDataFiles:
+    """Any of the four data files as a directory, a FIFO, a link to a device, a dangling link or empty."""
+
+    @FUZZ
+    @given(name=st.sampled_from(["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                                 "t10k-labels-idx1-ubyte"]),
+           kind=st.sampled_from(["directory", "fifo", "/dev/zero", "/dev/null", "dangling", "empty"]),
+           command=st.sampled_from(["train", "evaluate"]))
+    def test_a_data_file_that_is_no_file(self, tmp_path_factory, good_checkpoint, name, kind, command):
+        folder = tmp_path_factory.mktemp("special")
+        root = make_synthetic_root(folder / "data", train=64, test=32)
+        target = root / "MNIST" / "raw" / name
+        target.unlink()
+        if kind == "directory":
+            target.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "dangling":
+            target.symlink_to(folder / "nowhere")
+        elif kind == "empty":
+            target.write_bytes(b"")
+        else:
+            target.symlink_to(kind)
+        (folder / "c.pt").write_bytes(good_checkpoint[0])
+        if command == "train":
+            code = run_main(train.main, ["--epochs", "1", "--data-dir", str(root), "--out", str(folder / "new.pt"),
+                                         "--quiet", "--no-plots"])
+            assert code == 2 and not (folder / "new.pt").exists()
+        else:
+            code = run_main(evaluate.main, ["--checkpoint", str(folder / "c.pt"), "--data-dir", str(root), "--json"])
+            assert code == (0 if name.startswith("train") else 2)  # evaluating reads the test files only

@@ -59,7 +59,51 @@ def _write_keras3(path, config, widths=(784, 16, 10), averages=True, seed=0):
     return path
 
 
+def _write_keras2_h5(path, iterations=1876, legacy=True):
+    """An .h5 as Keras 2 / tf.keras wrote one (names with ':0', the legacy RMSprop's 'rms' slots), by hand."""
+    rng = np.random.default_rng(1)
+    layers = [{"class_name": "Dense", "config": {"name": "dense", "units": 16, "activation": "relu", "use_bias": True,
+                                                 "batch_input_shape": [None, 784]}},
+              {"class_name": "Dense", "config": {"name": "dense_1", "units": 10, "activation": "softmax",
+                                                 "use_bias": True}}]
+    optimizer = {"class_name": "RMSprop", "config": {"name": "RMSprop", "learning_rate": 0.001, "rho": 0.9,
+                                                     "momentum": 0.0, "epsilon": 1e-07, "centered": False,
+                                                     **({} if legacy else {"is_legacy_optimizer": False})}}
+    with h5py.File(path, "w") as h5:
+        h5.attrs["keras_version"], h5.attrs["backend"] = "2.4.0", "tensorflow"
+        h5.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"name": "s", "layers": layers}})
+        h5.attrs["training_config"] = json.dumps({"optimizer_config": optimizer, "loss": "categorical_crossentropy"})
+        weights = h5.create_group("model_weights")
+        weights.attrs["layer_names"] = [b"dense", b"dense_1"]
+        slots = [b"RMSprop/iter:0"]
+        for name, (inputs, outputs) in (("dense", (784, 16)), ("dense_1", (16, 10))):
+            group = weights.create_group(name)
+            group.attrs["weight_names"] = [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()]
+            group[f"{name}/kernel:0"] = rng.normal(0, 0.1, (inputs, outputs)).astype(np.float32)
+            group[f"{name}/bias:0"] = rng.normal(0, 0.1, outputs).astype(np.float32)
+            slots += [f"RMSprop/{name}/kernel/rms:0".encode(), f"RMSprop/{name}/bias/rms:0".encode()]
+        state = h5.create_group("optimizer_weights")
+        state.attrs["weight_names"] = slots
+        state["RMSprop/iter:0"] = np.int64(iterations)
+        for slot, shape in zip(slots[1:], ((784, 16), (16,), (16, 10), (10,))):
+            state[slot.decode()] = rng.random(shape).astype(np.float32) * 1e-3
+    return path
+
+
 class TestFromKerasFiles:
+    @pytest.mark.parametrize("legacy, semantics", [(True, "keras2"), (False, "keras3")])
+    def test_a_keras_2_h5_with_its_rmsprop_slots(self, tmp_path, legacy, semantics):
+        model = read_keras_model(_write_keras2_h5(tmp_path / "old.h5", legacy=legacy))
+        conversion = checkpoint_from_keras(model)
+        assert model.hidden == (16,) and conversion.optimizer_carried and conversion.iterations == 1876
+        assert conversion.checkpoint["config"]["keras_semantics"] == semantics  # eps outside for the legacy one
+        with h5py.File(tmp_path / "old.h5") as h5:
+            rms = np.asarray(h5["optimizer_weights/RMSprop/dense_1/kernel/rms:0"])
+            kernel = np.asarray(h5["model_weights/dense/dense/kernel:0"])
+        assert torch.equal(conversion.checkpoint["optimizer_state"]["state"][2]["square_avg"],
+                           torch.from_numpy(rms.T.copy()))
+        assert torch.equal(conversion.checkpoint["model_state"]["fc1.weight"], torch.from_numpy(kernel.T.copy()))
+
     def test_weights_settings_and_rmsprop_state_are_carried(self, tmp_path):
         path = _write_keras3(tmp_path / "m.keras", _sequential(_dense("dense", 16), _dense("d2", 10, "softmax")))
         model = read_keras_model(path)
@@ -238,6 +282,17 @@ class TestRealKeras:
                                 capsys)
         ours = json.loads(scored.stdout)
         assert abs(ours["accuracy"] - accuracy) <= 1e-4 and abs(ours["loss"] - loss) <= 1e-3 * max(loss, 1)
+        if suffix == ".keras" and program == "mnist_mlp":  # the converted checkpoint works everywhere ours do
+            from PIL import Image
+            from torch_mnist.commands.export import main as export_main
+            from torch_mnist.commands.predict import main as predict_main
+            Image.fromarray((x_test[0].reshape(28, 28) * 255).astype(np.uint8)).save(tmp_path / "seven.png")
+            read = run_in_process(predict_main, ["--checkpoint", tmp_path / "c.pt", tmp_path / "seven.png", "--json"],
+                                  capsys)
+            assert read.returncode == 0 and json.loads(read.stdout)[0]["prediction"] == int(y_test[0])
+            exported = run_in_process(export_main, ["--checkpoint", tmp_path / "c.pt", "--format", "pt2", "--out",
+                                                    tmp_path / "c.pt2", "--data-dir", real_root], capsys)
+            assert exported.returncode == 0 and "on 10,000 of 10,000" in exported.stdout
 
     def test_our_checkpoint_goes_out_as_a_keras_model_that_keras_scores_alike(self, mnist, trained_checkpoint,
                                                                               real_root, tmp_path, capsys):

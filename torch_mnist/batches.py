@@ -100,7 +100,6 @@ class LoaderBatches:
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers,
                                  pin_memory=device.type == "cuda")
         self.device = device
-        self.generator = generator
         self.num_samples = len(dataset)
 
     def __len__(self) -> int:
