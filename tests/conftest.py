@@ -46,8 +46,8 @@ def signal_dispositions():
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """torchvision's downloads go nowhere: tests never depend on the network."""
-    from torch_mnist.data import torchvision_class
-    from torch_mnist.datasets import DATASETS
+    from torch_mnist.data.mnist import torchvision_class
+    from torch_mnist.data.registry import DATASETS
 
     for info in DATASETS.values():
         monkeypatch.setattr(torchvision_class(info), "mirrors", [UNREACHABLE_MIRROR])
@@ -104,7 +104,7 @@ def real_root() -> Path:
 def fused_kernel():
     """The fused RMSprop kernel, built if needed; a hard failure in CI (which installs a compiler), a skip
     elsewhere where no C++ compiler can build it."""
-    from torch_mnist.kernels import KernelUnavailable, fused_rmsprop
+    from torch_mnist.model.kernels import KernelUnavailable, fused_rmsprop
 
     try:
         return fused_rmsprop()
@@ -117,7 +117,7 @@ def fused_kernel():
 def save_with_digest(checkpoint: dict, path: Path) -> None:
     """Write a hand-made checkpoint as torch_mnist would, digest included, so that loading gets past
     the digest to the check a test is about (a crafted file can always carry a matching digest)."""
-    from torch_mnist.integrity import DIGEST_KEY, content_digest
+    from torch_mnist.training.integrity import DIGEST_KEY, content_digest
 
     torch.save({**checkpoint, DIGEST_KEY: content_digest(checkpoint)}, path)
 

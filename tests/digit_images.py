@@ -213,10 +213,10 @@ def main() -> None:
     import time
 
     from torch_mnist import build_model, load_checkpoint
-    from torch_mnist.checkpoint import checkpoint_normalization
-    from torch_mnist.data import load_mnist
-    from torch_mnist.digits import preprocess_image
-    from torch_mnist.engine import predict_probabilities
+    from torch_mnist.training.checkpoint import checkpoint_normalization
+    from torch_mnist.data.mnist import load_mnist
+    from torch_mnist.inference.digits import preprocess_image
+    from torch_mnist.training.engine import predict_probabilities
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("checkpoint")

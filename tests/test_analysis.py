@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from torch_mnist.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
-from torch_mnist.datasets import CLASS_NAMES
+from torch_mnist.reports.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
+from torch_mnist.data.registry import CLASS_NAMES
 
 
 class TestConfusion:

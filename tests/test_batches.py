@@ -1,7 +1,7 @@
 import torch
 
 from torch_mnist import InMemoryBatches
-from torch_mnist.batches import PermutationBatchSampler
+from torch_mnist.data.batches import PermutationBatchSampler
 
 
 class TestBatching:

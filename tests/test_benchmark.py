@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from torch_mnist import benchmark
-from torch_mnist.benchmark import format_report, matmul_floor, run_benchmark
+from torch_mnist.reports import benchmark
+from torch_mnist.reports.bench_tables import format_report
+from torch_mnist.reports.benchmark import matmul_floor, run_benchmark
 
 from torch_mnist.commands.benchmark import main as benchmark_main
 
@@ -56,7 +57,7 @@ class TestBenchmark:
     @pytest.mark.keras
     def test_keras_and_deployment_rows(self, synthetic_root):
         from torch_mnist.errors import UserError
-        from torch_mnist.keras_parity import import_keras
+        from torch_mnist.keras.parity import import_keras
         try:
             import_keras()  # on its torch backend
         except UserError as e:
@@ -72,7 +73,7 @@ class TestBenchmark:
     def test_the_jax_peer_trains_the_same_program(self, synthetic_root):
         pytest.importorskip("jax", reason="the peers extra is not installed (make bench installs it)")
         from torch_mnist import Normalization, decode, load_mnist
-        from torch_mnist.peers import jax_peer
+        from torch_mnist.reports.peers import jax_peer
         scale = Normalization.named("scale")
         train_set, test_set = (decode(load_mnist(synthetic_root, split), scale, CPU) for split in (True, False))
         one_epoch = jax_peer(train_set, test_set)

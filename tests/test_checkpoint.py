@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torch_mnist import MLP, RMSprop, TrainConfig, UserError, build_model, load_checkpoint, save_checkpoint
-from torch_mnist.checkpoint import make_checkpoint
+from torch_mnist.training.checkpoint import make_checkpoint
 from torch_mnist.errors import Note
 
 from conftest import save_with_digest
@@ -66,7 +66,7 @@ class TestRefusals:
     def test_code_carrying_pickle_is_refused_and_never_runs(self, tmp_path):
         marker = tmp_path / "pwned"
         path = tmp_path / "evil.pt"
-        torch.save({"format": "torch_mnist.checkpoint", "payload": Payload(marker)}, path)
+        torch.save({"format": "torch_mnist.training.checkpoint", "payload": Payload(marker)}, path)
         with pytest.raises(UserError, match="refused: it holds Python objects that could run code"):
             load_checkpoint(path)
         assert not marker.exists()
@@ -218,7 +218,7 @@ class TestDamage:
             load_checkpoint(path)
 
     def test_the_digest_covers_every_field(self, tmp_path):
-        from torch_mnist.integrity import content_digest
+        from torch_mnist.training.integrity import content_digest
         _, checkpoint = _checkpoint(hidden=64)
         reference = content_digest(checkpoint)
         changed = dict(checkpoint, epoch=2)
@@ -264,3 +264,9 @@ class TestDamage:
         save_with_digest(checkpoint, tmp_path / "odd.pt")
         with pytest.raises(UserError, match=re.escape(message)):
             load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_the_format_name_every_written_checkpoint_carries_is_unchanged(tmp_path):
+    # Checkpoints on users' disks say this; a rename of the module must never rename the format.
+    from torch_mnist.training.checkpoint import FORMAT
+    assert FORMAT == "torch_mnist.checkpoint"

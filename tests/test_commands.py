@@ -1,6 +1,8 @@
 """The command line's common contract: instant --help, one error format, every default shown."""
 
 import json
+import shlex
+import subprocess
 import sys
 
 import pytest
@@ -75,17 +77,17 @@ def test_one_device_default_everywhere():
 
 
 def test_export_formats_are_the_library_s():
-    from torch_mnist.export import FORMATS
+    from torch_mnist.deploy.export import FORMATS
     assert export.FORMATS == FORMATS
 
 
 def test_benchmark_variants_are_the_library_s():
-    from torch_mnist.benchmark import VARIANTS
+    from torch_mnist.reports.benchmark import VARIANTS
     assert benchmark.VARIANTS == tuple(VARIANTS)
 
 
 def test_benchmark_checks_its_output_before_measuring(synthetic_root, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("torch_mnist.benchmark.run_benchmark", lambda *a, **k: pytest.fail("measured anyway"))
+    monkeypatch.setattr("torch_mnist.reports.benchmark.run_benchmark", lambda *a, **k: pytest.fail("measured anyway"))
     assert_one_line_error_in_process(benchmark.main, ["--data-dir", synthetic_root, "--out",
                                                       tmp_path / "missing" / "dir" / "bench.json"], capsys,
                                      "--out", "does not exist")
@@ -96,6 +98,21 @@ def test_benchmark_checks_its_output_before_measuring(synthetic_root, tmp_path, 
     ("/proc", "--out-dir /proc/summary.json: folder /proc is not writable"),  # exists, takes no files
 ])
 def test_reproduce_checks_its_folder_before_the_first_run(synthetic_root, capsys, monkeypatch, out_dir, message):
-    monkeypatch.setattr("torch_mnist.reproduce.run_seeds", lambda *a, **k: pytest.fail("trained anyway"))
+    monkeypatch.setattr("torch_mnist.reports.reproduce.run_seeds", lambda *a, **k: pytest.fail("trained anyway"))
     assert_one_line_error_in_process(reproduce.main, ["--seeds", 2, "--data-dir", synthetic_root,
                                                       "--out-dir", out_dir], capsys, message)
+
+
+@pytest.mark.scripts
+def test_output_piped_into_head_ends_quietly(tmp_path):
+    # evaluate.py's report is longer than what `head -1` reads: the rest meets a closed pipe
+    from conftest import make_synthetic_root
+    root = make_synthetic_root(tmp_path / "data")
+    train = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--epochs", "1", "--hidden", "8",
+                            "--data-dir", str(root), "--out", str(tmp_path / "c.pt"), "--quiet", "--no-plots"],
+                           capture_output=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'scripts' / 'evaluate.py'))} --checkpoint "
+               f"{shlex.quote(str(tmp_path / 'c.pt'))} --data-dir {shlex.quote(str(root))} | head -c 5")
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stderr and result.stderr == "", result.stderr

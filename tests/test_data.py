@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from torch_mnist import Normalization, UserError, decode, load_mnist
-from torch_mnist.datasets import resolve_data_root
+from torch_mnist.data.registry import resolve_data_root
 
 
 class TestDataRoot:
@@ -71,8 +71,8 @@ class TestNormalization:
 
 class TestDatasets:
     def test_each_dataset_has_its_own_names_and_folder(self):
-        from torch_mnist.data import torchvision_class
-        from torch_mnist.datasets import DATASETS, dataset_info
+        from torch_mnist.data.mnist import torchvision_class
+        from torch_mnist.data.registry import DATASETS, dataset_info
         for info in DATASETS.values():
             if info.folder != "MNIST":  # MNIST's are digits here, "0 - zero" in torchvision
                 assert list(info.class_names) == torchvision_class(info).classes

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from torch_mnist import UserError
-from torch_mnist.data import load_mnist
-from torch_mnist.digits import BlankImage, input_strip, preprocess_image, to_mnist_canvas
-from torch_mnist.ink import label_components
+from torch_mnist.data.mnist import load_mnist
+from torch_mnist.inference.digits import BlankImage, input_strip, preprocess_image, to_mnist_canvas
+from torch_mnist.inference.ink import label_components
 
 from digit_images import FAMILIES, capture_family, sample_test_digits, thin_pen
 

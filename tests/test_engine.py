@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from torch_mnist import MLP, InMemoryBatches, RMSprop, decode, evaluate, fit, load_mnist, train_one_epoch
-from torch_mnist.data import Normalization
-from torch_mnist.engine import EpochMeter, NonFiniteLossError
-from torch_mnist.losses import cross_entropy
+from torch_mnist.data.mnist import Normalization
+from torch_mnist.training.engine import EpochMeter, NonFiniteLossError
+from torch_mnist.model.losses import cross_entropy
 
 CPU = torch.device("cpu")
 

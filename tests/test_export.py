@@ -9,8 +9,8 @@ import torch
 
 from torch_mnist.commands.export import main as export_main
 from torch_mnist.commands.predict import main as predict_main
-from torch_mnist.data import load_mnist
-from torch_mnist.digits import preprocess_image
+from torch_mnist.data.mnist import load_mnist
+from torch_mnist.inference.digits import preprocess_image
 
 from conftest import REPO, assert_one_line_error_in_process, run_command, run_in_process
 
@@ -88,7 +88,8 @@ class TestExport:
             assert torch.export.load(f).module()(torch.zeros(2, 1, 28, 28))[1].shape == (2, 10)
 
     def test_a_model_that_disagrees_is_not_written(self, trained_checkpoint, real_root, tmp_path, monkeypatch):
-        from torch_mnist import export, load_checkpoint
+        from torch_mnist import load_checkpoint
+        from torch_mnist.deploy import export
         from torch_mnist.errors import UserError
         real_verify = export._verify
 

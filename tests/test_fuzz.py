@@ -19,12 +19,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from torch_mnist import TrainConfig, UserError, build, load_checkpoint, save_checkpoint  # noqa: E402
-from torch_mnist.checkpoint import build_model, make_checkpoint, restore  # noqa: E402
+from torch_mnist import TrainConfig, UserError, build, load_checkpoint, save_checkpoint# noqa: E402
+from torch_mnist.training.checkpoint import build_model, make_checkpoint, restore  # noqa: E402
 from torch_mnist.commands import benchmark, evaluate, plot, predict, prepare, reproduce, serve, train  # noqa: E402
 from torch_mnist.commands.common import run_main  # noqa: E402
-from torch_mnist.idx import check_split  # noqa: E402
-from torch_mnist.digits import preprocess_image  # noqa: E402
+from torch_mnist.data.idx import check_split  # noqa: E402
+from torch_mnist.inference.digits import preprocess_image  # noqa: E402
 
 from conftest import make_synthetic_root, save_with_digest, write_idx_images, write_idx_labels  # noqa: E402
 
@@ -122,7 +122,7 @@ class TestCheckpoints:
         marker = tmp_path / "ran"
         payload = Payload(target, marker)
         _, original = good_checkpoint
-        content = {"plain": payload, "in_dict": {"format": "torch_mnist.checkpoint", "config": payload},
+        content = {"plain": payload, "in_dict": {"format": "torch_mnist.training.checkpoint", "config": payload},
                    "in_list": [1, payload], "beside_weights": {**original, "extra": payload}}[wrap]
         torch.save(content, tmp_path / "evil.pt")
         with pytest.raises(UserError, match="refused: it holds Python objects that could run code"):
@@ -259,14 +259,14 @@ def _argv(draw, module) -> list:
     return argv + draw(st.lists(FLAG_VALUES, max_size=2))  # and stray positional values
 
 
-COMMANDS = {"train": (train, ["torch_mnist.training.run_training"]),
+COMMANDS = {"train": (train, ["torch_mnist.training.loop.run_training"]),
             "evaluate": (evaluate, ["torch_mnist.commands.runs.load_run"]),
-            "predict": (predict, ["torch_mnist.predict.predict_files"]),
-            "plot": (plot, ["torch_mnist.plots.plot_curves"]),
-            "benchmark": (benchmark, ["torch_mnist.benchmark.run_benchmark"]),
-            "reproduce": (reproduce, ["torch_mnist.reproduce.run_seeds"]),
-            "prepare_data": (prepare, ["torch_mnist.prepare.prepare_dataset"]),
-            "serve": (serve, ["torch_mnist.serve.make_server"])}
+            "predict": (predict, ["torch_mnist.inference.predict.predict_files"]),
+            "plot": (plot, ["torch_mnist.reports.plots.plot_curves"]),
+            "benchmark": (benchmark, ["torch_mnist.reports.benchmark.run_benchmark"]),
+            "reproduce": (reproduce, ["torch_mnist.reports.reproduce.run_seeds"]),
+            "prepare_data": (prepare, ["torch_mnist.data.prepare.prepare_dataset"]),
+            "serve": (serve, ["torch_mnist.deploy.serve.make_server"])}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -349,7 +349,7 @@ class TestCraftedOnnxMetadata:
         onnx = pytest.importorskip("onnx")
         pytest.importorskip("onnxruntime")
         from onnx import TensorProto, helper
-        from torch_mnist.deployed import OnnxDigitReader
+        from torch_mnist.inference.onnx_reader import OnnxDigitReader
         folder = tmp_path_factory.mktemp("onnx")
         constants = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
                      (("start", 0), ("end", outputs), ("axis", 1))]
@@ -403,9 +403,9 @@ def synthetic_server(tmp_path_factory):
     """The drawing page's server on a free port, reading with a small synthetic model; its log must stay empty."""
     import threading
     from functools import partial
-    from torch_mnist.checkpoint import checkpoint_normalization
-    from torch_mnist.engine import predict_probabilities
-    from torch_mnist.serve import DigitReader, make_server
+    from torch_mnist.training.checkpoint import checkpoint_normalization
+    from torch_mnist.training.engine import predict_probabilities
+    from torch_mnist.deploy.serve import DigitReader, make_server
     from torch_mnist import run_training
     folder = tmp_path_factory.mktemp("served")
     run_training(TrainConfig(epochs=1, hidden=(16,)), make_synthetic_root(folder / "data"), CPU, folder / "c.pt")

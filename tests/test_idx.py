@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from torch_mnist import UserError, load_mnist
-from torch_mnist.idx import check_split, verify_checksums
+from torch_mnist.data.idx import check_split, verify_checksums
 
 from conftest import write_idx_images, write_idx_labels
 

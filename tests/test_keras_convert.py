@@ -13,8 +13,8 @@ import torch
 from torch_mnist import load_checkpoint
 from torch_mnist.commands.convert import main as convert_main
 from torch_mnist.commands.evaluate import main as evaluate_main
-from torch_mnist.keras_convert import checkpoint_from_keras
-from torch_mnist.keras_files import read_keras_model
+from torch_mnist.keras.convert import checkpoint_from_keras
+from torch_mnist.keras.files import read_keras_model
 
 from conftest import assert_one_line_error_in_process, run_in_process
 
@@ -245,7 +245,7 @@ class TestRefused:
 @pytest.fixture(scope="module")
 def mnist(real_root):
     """The real MNIST as the reference program fed Keras: 784 pixels / 255, and integer labels."""
-    from torch_mnist.data import load_mnist
+    from torch_mnist.data.mnist import load_mnist
     train, test = load_mnist(real_root, True), load_mnist(real_root, False)
     return ((train.data.numpy().reshape(-1, 784) / 255.0).astype(np.float32), train.targets.numpy(),
             (test.data.numpy().reshape(-1, 784) / 255.0).astype(np.float32), test.targets.numpy())
@@ -260,7 +260,7 @@ class TestRealKeras:
     @pytest.mark.parametrize("suffix", [".keras", ".h5"])
     def test_a_keras_trained_model_scores_as_keras_scored_it(self, mnist, real_root, tmp_path, capsys, program,
                                                               suffix):
-        from torch_mnist.keras_parity import import_keras
+        from torch_mnist.keras.parity import import_keras
         keras = import_keras()
         x, y, x_test, y_test = mnist
         keras.utils.set_random_seed(0)
@@ -296,7 +296,7 @@ class TestRealKeras:
 
     def test_our_checkpoint_goes_out_as_a_keras_model_that_keras_scores_alike(self, mnist, trained_checkpoint,
                                                                               real_root, tmp_path, capsys):
-        from torch_mnist.keras_parity import import_keras
+        from torch_mnist.keras.parity import import_keras
         keras = import_keras()
         _, _, x_test, y_test = mnist
         out = tmp_path / "ours.keras"

@@ -17,11 +17,11 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 if not os.environ.get("CI"):  # CI installs the extra: there a missing Keras is an error, not a skip
     pytest.importorskip("keras", reason="the parity extra is not installed: pip install -e '.[parity]'")
 
-from torch_mnist import MLP, InMemoryBatches, Normalization, RMSprop, decode, evaluate, load_mnist  # noqa: E402
-from torch_mnist.engine import train_one_epoch  # noqa: E402
-from torch_mnist.keras_parity import (import_keras, keras_parameters, keras_reference_model,  # noqa: E402
+from torch_mnist import MLP, InMemoryBatches, Normalization, RMSprop, decode, evaluate, load_mnist# noqa: E402
+from torch_mnist.training.engine import train_one_epoch  # noqa: E402
+from torch_mnist.keras.parity import (import_keras, keras_parameters, keras_reference_model,  # noqa: E402
                                       largest_difference, one_hot)
-from torch_mnist.losses import cross_entropy  # noqa: E402
+from torch_mnist.model.losses import cross_entropy  # noqa: E402
 
 pytestmark = pytest.mark.keras
 CPU = torch.device("cpu")

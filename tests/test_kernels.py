@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import REPO, run_command
-from torch_mnist import kernels
+from torch_mnist.model import kernels
 from torch_mnist.errors import Note
-from torch_mnist.kernels import KernelUnavailable, fused_rmsprop
-from torch_mnist.optim import FLT_MIN, RMSprop, rmsprop_update
+from torch_mnist.model.kernels import KernelUnavailable, fused_rmsprop
+from torch_mnist.model.optim import FLT_MIN, RMSprop, rmsprop_update
 
 LR, RHO, EPS = 1e-3, 0.9, 1e-7
 
@@ -157,7 +157,7 @@ class TestOptimizerChoosesItsUpdate:
         def unavailable():
             raise KernelUnavailable("cannot run the C++ compiler (no such file)")
 
-        monkeypatch.setattr("torch_mnist.optim.fused_rmsprop", unavailable)
+        monkeypatch.setattr("torch_mnist.model.optim.fused_rmsprop", unavailable)
         param = torch.nn.Parameter(torch.ones(8))
         optimizer = RMSprop([param])
         with warnings.catch_warnings(record=True) as caught:
@@ -173,7 +173,7 @@ class TestOptimizerChoosesItsUpdate:
         def unavailable():
             raise KernelUnavailable("cannot run the C++ compiler (no such file)")
 
-        monkeypatch.setattr("torch_mnist.optim.fused_rmsprop", unavailable)
+        monkeypatch.setattr("torch_mnist.model.optim.fused_rmsprop", unavailable)
         with pytest.raises(KernelUnavailable, match=r"C\+\+ compiler"):
             self._step(fused=True)
 
@@ -264,7 +264,7 @@ def test_a_fresh_process_replaces_a_broken_file_under_the_kernels_name(tmp_path)
     # load (an interrupted copy, a full disk), so it is rebuilt, and the update then runs.
     cache = tmp_path / "cache"
     env = {**os.environ, "TORCH_MNIST_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    probe = ("from torch_mnist.kernels import fused_rmsprop, kernel_file, cache_dir\n"
+    probe = ("from torch_mnist.model.kernels import fused_rmsprop, kernel_file, cache_dir\n"
              "import torch\n"
              "path = kernel_file(cache_dir())\n"
              "cache_dir().mkdir(mode=0o700)\n"

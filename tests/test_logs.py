@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from torch_mnist.commands.train import main as train_main
-from torch_mnist.logs import CSV_HEADER
+from torch_mnist.training.logs import CSV_HEADER
 
 from conftest import assert_one_line_error_in_process, run_in_process
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torch_mnist import RMSprop, TrainConfig
-from torch_mnist.optim import FLT_MIN
+from torch_mnist.model.optim import FLT_MIN
 
 
 def _params():

@@ -29,7 +29,7 @@ def test_evaluate_and_predict_from_the_wheel_in_another_folder(trained_checkpoin
         f"assert torch_mnist.__file__.startswith({str(site)!r}), torch_mnist.__file__\n"
         "from torch_mnist.commands.common import run_main\n"
         "from torch_mnist.commands import evaluate, predict\n"
-        "from torch_mnist.serve import page\n"
+        "from torch_mnist.deploy.serve import page\n"
         "from importlib import resources\n"
         "assert b'<canvas' in page()\n"
         "assert resources.files('torch_mnist').joinpath('csrc/rmsprop.cpp').is_file()\n"

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from torch_mnist import UserError
-from torch_mnist.datasets import CLASS_NAMES
-from torch_mnist import plots
-from torch_mnist.plots import INSTALL_HINT, plot_confusion, plot_curves, plot_seed_band, plots_paths
-from torch_mnist.reference import reference_history
+from torch_mnist.data.registry import CLASS_NAMES
+from torch_mnist.reports import plots
+from torch_mnist.reports.plots import INSTALL_HINT, plot_confusion, plot_curves, plot_seed_band, plots_paths
+from torch_mnist.reports.reference import reference_history
 
 pytest.importorskip("matplotlib")
 

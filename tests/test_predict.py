@@ -9,9 +9,9 @@ from PIL import Image
 
 from torch_mnist import load_checkpoint
 from torch_mnist.commands.predict import main as predict_main
-from torch_mnist.data import load_mnist
-from torch_mnist.digits import preprocess_image
-from torch_mnist.engine import predict_probabilities
+from torch_mnist.data.mnist import load_mnist
+from torch_mnist.inference.digits import preprocess_image
+from torch_mnist.training.engine import predict_probabilities
 
 from conftest import assert_one_line_error_in_process, run_in_process
 from digit_images import FAMILIES, capture_family, render_on_page, sample_test_digits
@@ -19,7 +19,7 @@ from digit_images import FAMILIES, capture_family, render_on_page, sample_test_d
 
 def _probabilities(checkpoint):
     from torch_mnist import build_model
-    from torch_mnist.checkpoint import checkpoint_normalization
+    from torch_mnist.training.checkpoint import checkpoint_normalization
     return partial(predict_probabilities, build_model(checkpoint), checkpoint_normalization(checkpoint))
 
 

@@ -7,8 +7,8 @@ import pytest
 from torch_mnist import Normalization, UserError, load_mnist
 from torch_mnist.commands.train import main as train_main
 from torch_mnist.commands.evaluate import main as evaluate_main
-from torch_mnist.idx import RAW_FILES, check_split
-from torch_mnist.prepare import prepare_dataset
+from torch_mnist.data.idx import RAW_FILES, check_split
+from torch_mnist.data.prepare import prepare_dataset
 
 from torch_mnist.commands.prepare import main as prepare_main
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from torch_mnist import MLP, Normalization, TrainConfig, run_training
-from torch_mnist.engine import predict_probabilities
+from torch_mnist.training.engine import predict_probabilities
 from torch_mnist.files import atomic_write
-from torch_mnist.runtime import fast_cpu_math, flushes_denormals
+from torch_mnist.training.runtime import fast_cpu_math, flushes_denormals
 
 CPU = torch.device("cpu")
 
@@ -65,7 +65,7 @@ def test_atomic_writes_never_touch_the_umask(tmp_path, monkeypatch):
 
 
 def test_a_download_leaves_the_default_socket_timeout_alone(tmp_path, monkeypatch):
-    from torch_mnist.data import load_mnist
+    from torch_mnist.data.mnist import load_mnist
     from torch_mnist.errors import UserError
     seen = []
     original = socket.getdefaulttimeout()

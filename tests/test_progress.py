@@ -1,7 +1,7 @@
 import io
 import os
 
-from torch_mnist.progress import Progress, format_metrics
+from torch_mnist.training.progress import Progress, format_metrics
 
 METRICS = {"loss": 0.0687, "accuracy": 0.97931, "val_loss": 0.0854, "val_accuracy": 0.9736}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from torch_mnist.reference import REFERENCE_EPOCHS, REFERENCE_EVALUATE, comparison_table, reference_history
+from torch_mnist.reports.reference import REFERENCE_EPOCHS, REFERENCE_EVALUATE, comparison_table, reference_history
 
 from conftest import REPO
 

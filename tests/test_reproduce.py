@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from torch_mnist import TrainConfig
-from torch_mnist.reference import reference_history
-from torch_mnist.reproduce import reference_z_scores, run_seeds, summarize, summary_table
+from torch_mnist.reports.reference import reference_history
+from torch_mnist.reports.reproduce import reference_z_scores, run_seeds, summarize, summary_table
 
 from torch_mnist.commands.reproduce import main as reproduce_main
 
@@ -48,7 +48,7 @@ class TestSummaries:
 
 class TestFinalPosition:
     def test_fraction_and_z(self):
-        from torch_mnist.reproduce import final_position
+        from torch_mnist.reports.reproduce import final_position
         runs = [{k: [0.5] * 19 + [v] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
                 for v in (0.98, 0.982, 0.984, 0.986)]
         position = final_position(runs)["val_accuracy"]  # the reference's epoch 20: 0.9837

@@ -7,26 +7,26 @@ from conftest import REPO
 
 PACKAGE = REPO / "torch_mnist"
 
-# Each module may import only from layers above its own line (earlier in this list).
-LAYERS = [
-    {"errors", "history", "files"},  # basics everything may use
-    {"kernels"},  # native code built on first use
-    {"ink"},
-    {"datasets", "digits", "integrity", "logs", "model", "losses", "optim", "idx", "distributed", "progress"},
-    {"predict", "deployed", "keras_files"},  # torch-free: what a deployed model needs; Keras files read
-    {"data", "reference", "analysis", "keras_parity"},  # datasets and figures as data
-    {"batches"},
-    {"config"},  # its choices come from the registries above
-    {"recipe", "engine", "runtime", "prepare", "plots", "serve", "peers"},  # config -> objects; the steps
-    {"checkpoint"},
-    {"training", "export", "keras_convert"},  # a whole run; a run's model shipped, or brought from Keras
-    {"benchmark"},
-    {"reproduce"},
-    {"commands", "commands.common"},
-    {"commands.runs"},
-    {"commands.train", "commands.evaluate", "commands.predict", "commands.plot", "commands.benchmark",
-     "commands.reproduce", "commands.prepare", "commands.serve", "commands.export", "commands.convert"},
+# The package by purpose: each folder (or top-level module) may import only from those above its line, and
+# from within itself without a circle. Data flows down: files -> data -> model -> run -> reports -> commands.
+UNITS = [
+    "errors", "files", "history",  # basics everything may use
+    "distributed",  # torchrun's process group and shards (the batches take their share)
+    "model",  # the MLP, the loss, RMSprop and its fused kernel
+    "data",  # the datasets as data, idx files, torchvision datasets, batches
+    "config", "recipe",  # the configuration, and the one place it becomes objects
+    "training",  # one epoch, the run, checkpoints, progress, logs, devices
+    "inference",  # own digits and ONNX models, torch-free
+    "keras",  # Keras files, conversion, real-Keras parity
+    "deploy",  # export, the drawing page and its API
+    "reports",  # figures, plots, reproduction, the benchmark
+    "commands",  # one module per script
 ]
+MAX_TOP_LEVEL_MODULES = 12
+
+
+def unit_of(module: str) -> str:
+    return module.split(".")[0]
 
 
 def module_name(path: Path) -> str:
@@ -58,16 +58,23 @@ def import_graph() -> dict:
     return {module: {target for target in targets if target in graph} for module, targets in graph.items()}
 
 
-def test_every_module_has_a_layer():
-    layered = set().union(*LAYERS)
-    assert set(import_graph()) == layered
+def test_every_module_lives_in_a_unit_and_the_top_level_is_small():
+    assert {unit_of(module) for module in import_graph()} == set(UNITS)
+    top_level = [path.name for path in PACKAGE.glob("*.py") if path.name != "__init__.py"]
+    assert len(top_level) <= MAX_TOP_LEVEL_MODULES, top_level
 
 
 def test_imports_only_run_down_the_flow():
-    layer_of = {module: i for i, layer in enumerate(LAYERS) for module in layer}
+    rank = {unit: i for i, unit in enumerate(UNITS)}
     upward = [f"{module} imports {target}" for module, targets in import_graph().items() for target in targets
-              if layer_of[target] >= layer_of[module]]
+              if rank[unit_of(target)] > rank[unit_of(module)]]
     assert upward == [], "\n".join(upward)
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
 
 
 def test_no_import_circle():
@@ -91,4 +98,4 @@ def test_no_import_circle():
 def test_the_walker_sees_relative_and_function_level_imports(tmp_path):
     source = PACKAGE / "commands" / "train.py"
     imports = package_imports(source)
-    assert {"distributed", "config", "commands.common"} <= imports
+    assert {"distributed", "config", "commands.common", "training.loop"} <= imports

@@ -3,7 +3,7 @@ second step, as a diverging shard would."""
 
 import os
 
-from torch_mnist import training
+from torch_mnist.training import loop as training
 from torch_mnist.commands.common import script
 from torch_mnist.commands.train import main
 

@@ -10,21 +10,22 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "InMemoryBatches": "batches", "LoaderBatches": "batches", "TensorSplit": "batches", "decode": "batches",
-    "make_batches": "batches",
-    "build_model": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "InMemoryBatches": "data.batches", "LoaderBatches": "data.batches", "TensorSplit": "data.batches",
+    "decode": "data.batches", "make_batches": "data.batches",
+    "build_model": "training.checkpoint", "load_checkpoint": "training.checkpoint",
+    "save_checkpoint": "training.checkpoint",
     "TrainConfig": "config",
-    "Normalization": "data", "load_mnist": "data",
-    "resolve_data_root": "datasets",
-    "evaluate": "engine", "fit": "engine", "train_one_epoch": "engine",
+    "Normalization": "data.mnist", "load_mnist": "data.mnist",
+    "resolve_data_root": "data.registry",
+    "evaluate": "training.engine", "fit": "training.engine", "train_one_epoch": "training.engine",
     "UserError": "errors",
     "new_history": "history",
-    "cross_entropy": "losses",
-    "MLP": "model",
-    "RMSprop": "optim",
+    "cross_entropy": "model.losses",
+    "MLP": "model.mlp",
+    "RMSprop": "model.optim",
     "Recipe": "recipe", "build": "recipe",
-    "resolve_device": "runtime",
-    "run_training": "training",
+    "resolve_device": "training.runtime",
+    "run_training": "training.loop",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -4,7 +4,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Tuple
 
-from .datasets import DATASETS, NORMALIZATIONS
+from .data.registry import DATASETS, NORMALIZATIONS
 from .errors import UserError
 
 DATASET_NAMES = tuple(DATASETS)

@@ -12,11 +12,11 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .config import KERAS_SEMANTICS, TrainConfig
-from .data import Normalization
+from .data.mnist import Normalization
 from .errors import UserError
-from .losses import cross_entropy
-from .model import IMAGE_PIXELS, MLP
-from .optim import RMSprop
+from .model.losses import cross_entropy
+from .model.mlp import IMAGE_PIXELS, MLP
+from .model.optim import RMSprop
 
 NUM_CLASSES = 10  # every supported dataset has ten classes
 AUTOCAST_DTYPES = {"off": None, "bf16": torch.bfloat16}  # --amp: the dtype training forward passes run in

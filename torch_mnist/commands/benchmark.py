@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from ..datasets import resolve_data_root
+from ..data.registry import resolve_data_root
 from ..errors import UserError
 from .common import Parser, check_output_path, data_flag, device_flag
 
-VARIANTS = ("foreach", "compile", "bf16")  # the keys of torch_mnist.benchmark.VARIANTS (checked by the tests)
+VARIANTS = ("foreach", "compile", "bf16")  # the keys of torch_mnist.reports.benchmark.VARIANTS (checked by the tests)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,8 +38,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise UserError(f"--repeats must be from 1 and --loader-repeats from 0, both to 1000; got {args.repeats} "
                         f"and {args.loader_repeats}")
     check_output_path(Path(args.out))  # before minutes of measuring, not after
-    from ..benchmark import format_report, run_benchmark  # the heavy imports, after the flags
-    from ..runtime import resolve_device
+    from ..reports.bench_tables import format_report  # the heavy imports, after the flags
+    from ..reports.benchmark import run_benchmark
+    from ..training.runtime import resolve_device
 
     result = run_benchmark(resolve_data_root(args.data_dir), resolve_device(args.device),
                            args.repeats, args.loader_repeats, variants=tuple(args.variants),
@@ -60,7 +61,7 @@ def _report(path: Path) -> int:
         raise UserError(f"--report {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"--report {path}: not a benchmark JSON ({type(e).__name__})") from None
-    from ..benchmark import format_report
+    from ..reports.bench_tables import format_report
 
     try:
         print(format_report(result))

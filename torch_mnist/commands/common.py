@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from ..datasets import dataset_info
+from ..data.registry import dataset_info
 from ..errors import Note, UserError
 
 Main = Callable[[Optional[List[str]]], int]
@@ -49,6 +49,12 @@ def run_main(main: Main, argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt as e:  # outside training (which reports its own): nothing to keep
         print("interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted; stop quietly, as Unix tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        except (OSError, ValueError):
+            pass
+        return 128 + signal.SIGPIPE
 
 
 def one_line_text(text: str) -> str:
@@ -165,8 +171,8 @@ def check_replaceable(path: Path, role: str, kind: str) -> None:
 
 def data_files(data_dir: Optional[str], dataset: str = "mnist", splits=("train", "test")) -> Dict[str, Path]:
     """The idx files a command reads (so that no output can land on one of them)."""
-    from ..datasets import dataset_info, resolve_data_root
-    from ..idx import SPLIT_FILES
+    from ..data.registry import dataset_info, resolve_data_root
+    from ..data.idx import SPLIT_FILES
 
     folder = resolve_data_root(data_dir) / dataset_info(dataset).folder / "raw"
     return {f"the data file {name}": folder / name for split in splits for name in SPLIT_FILES[split]}

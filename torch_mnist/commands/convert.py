@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..datasets import NORMALIZATIONS
+from ..data.registry import NORMALIZATIONS
 from ..errors import UserError
 from .common import Parser, check_distinct_paths, check_output_path
 
@@ -45,9 +45,9 @@ def _from_keras(args: argparse.Namespace) -> int:
     source = Path(args.from_keras)
     out = Path(args.out) if args.out else source.with_suffix(".pt")
     check_output_path(out)
-    from ..checkpoint import history_path, save_checkpoint  # the heavy imports, after the flags
-    from ..keras_convert import checkpoint_from_keras
-    from ..keras_files import read_keras_model
+    from ..training.checkpoint import history_path, save_checkpoint  # the heavy imports, after the flags
+    from ..keras.convert import checkpoint_from_keras
+    from ..keras.files import read_keras_model
 
     check_distinct_paths(reads={"--from-keras": source}, writes={"--out": out, "its history": history_path(out)})
     conversion = checkpoint_from_keras(read_keras_model(source), args.normalize)
@@ -72,8 +72,8 @@ def _to_keras(args: argparse.Namespace) -> int:
     if out.suffix != ".keras":
         raise UserError(f"--to-keras {out}: Keras 3 files end in .keras")
     check_output_path(out, "--to-keras")
-    from ..checkpoint import load_checkpoint  # the heavy imports, after the flags
-    from ..keras_convert import write_keras
+    from ..training.checkpoint import load_checkpoint  # the heavy imports, after the flags
+    from ..keras.convert import write_keras
 
     source = Path(args.checkpoint)
     check_distinct_paths(reads={"--checkpoint": source}, writes={"--to-keras": out})

@@ -32,10 +32,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                     **data_files(args.data_dir, splits=("test",))},
                              writes={"--misclassified": grid})
         check_replaceable(grid, "--misclassified", "png")
-    from ..analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
-    from ..engine import evaluate  # the heavy imports, after the flags
+    from ..reports.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
+    from ..training.engine import evaluate  # the heavy imports, after the flags
     from ..recipe import loss_of
-    from ..runtime import resolve_device
+    from ..training.runtime import resolve_device
     from .runs import load_run
 
     device = resolve_device(args.device)

@@ -4,10 +4,10 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from ..datasets import resolve_data_root
+from ..data.registry import resolve_data_root
 from .common import Parser, check_distinct_paths, check_output_path, data_files, data_flag
 
-FORMATS = ("onnx", "pt2")  # torch_mnist.export.FORMATS (checked by the tests)
+FORMATS = ("onnx", "pt2")  # torch_mnist.deploy.export.FORMATS (checked by the tests)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,8 +27,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_distinct_paths(reads={"--checkpoint": Path(args.checkpoint),
                                 "its history": Path(args.checkpoint).with_suffix(".json"),
                                 **data_files(args.data_dir, splits=("test",))}, writes={"--out": out})
-    from ..checkpoint import load_checkpoint  # the heavy imports, after the flags
-    from ..export import PROBABILITY_TOLERANCE, export
+    from ..training.checkpoint import load_checkpoint  # the heavy imports, after the flags
+    from ..deploy.export import PROBABILITY_TOLERANCE, export
 
     verification = export(load_checkpoint(Path(args.checkpoint)), resolve_data_root(args.data_dir), args.format, out)
     print(f"verified on {verification.images:,} test images: the same digit as the checkpoint on "

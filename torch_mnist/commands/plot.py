@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out-dir {out_dir}: cannot be created ({e.strerror})") from None
-    from ..plots import plot_confusion, plot_curves, plots_paths  # the heavy imports, after the flags
+    from ..reports.plots import plot_confusion, plot_curves, plots_paths  # the heavy imports, after the flags
 
     curves, confusion = plots_paths(json_path, out_dir)
     check_output_path(curves, "--out-dir")
@@ -74,9 +74,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _confusion(checkpoint: Path, args: argparse.Namespace):
-    from ..analysis import confusion_matrix
-    from ..engine import evaluate
-    from ..runtime import resolve_device
+    from ..reports.analysis import confusion_matrix
+    from ..training.engine import evaluate
+    from ..training.runtime import resolve_device
     from .runs import load_run
 
     device = resolve_device(args.device)

@@ -35,9 +35,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         reads["--model" if args.model else "--checkpoint"] = Path(args.model or args.checkpoint)
         check_distinct_paths(reads, writes={"--show-input": shown})
         check_replaceable(shown, "--show-input", "png")
-    from ..digits import input_strip  # the heavy imports, after the flags
+    from ..inference.digits import input_strip  # the heavy imports, after the flags
     from ..files import atomic_write
-    from ..predict import predict_files
+    from ..inference.predict import predict_files
 
     probabilities, names = _onnx_model(args.model) if args.model else _checkpoint_model(args)
     results = predict_files([Path(p) for p in args.images], probabilities)
@@ -61,9 +61,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _checkpoint_model(args: argparse.Namespace) -> tuple:
     """The checkpoint's model through torch: its probabilities and class names."""
-    from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
-    from ..engine import predict_probabilities
-    from ..runtime import resolve_device
+    from ..training.checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+    from ..training.engine import predict_probabilities
+    from ..training.runtime import resolve_device
 
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device = resolve_device(args.device)
@@ -74,7 +74,7 @@ def _checkpoint_model(args: argparse.Namespace) -> tuple:
 
 def _onnx_model(path: str) -> tuple:
     """An exported model through onnxruntime: this path never imports torch."""
-    from ..deployed import OnnxDigitReader
+    from ..inference.onnx_reader import OnnxDigitReader
 
     reader = OnnxDigitReader(Path(path))
     return reader.probabilities, reader.class_names

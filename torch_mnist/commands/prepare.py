@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..config import DATASET_NAMES
-from ..datasets import resolve_data_root
+from ..data.registry import resolve_data_root
 from ..errors import UserError
 from .common import Parser, data_flag
 
@@ -23,7 +23,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     if not Path(args.source).is_dir():
         raise UserError(f"--source {args.source}: not a folder")
-    from ..prepare import prepare_dataset  # the heavy imports, after the flags
+    from ..data.prepare import prepare_dataset  # the heavy imports, after the flags
 
     folder = prepare_dataset(args.dataset, Path(args.source), resolve_data_root(args.data_dir))
     print(f"installed and validated: {folder}")

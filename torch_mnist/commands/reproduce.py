@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..config import KERAS_SEMANTICS, TrainConfig
-from ..datasets import resolve_data_root
+from ..data.registry import resolve_data_root
 from ..errors import UserError
 from .common import Parser, check_distinct_paths, check_output_path, data_files, data_flag, device_flag
 
@@ -52,10 +52,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               for kind, suffix in (("checkpoint", ".pt"), ("history", ".json"))}
     check_distinct_paths(data_files(args.data_dir),
                          {**writes, "summary.json": out_dir / "summary.json", "seeds.png": out_dir / "seeds.png"})
-    from ..plots import plot_seed_band  # the heavy imports, after the flags
-    from ..progress import Progress
-    from ..reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table
-    from ..runtime import resolve_device
+    from ..reports.plots import plot_seed_band  # the heavy imports, after the flags
+    from ..training.progress import Progress
+    from ..reports.reproduce import final_position, reference_z_scores, run_seeds, summarize, summary_table
+    from ..training.runtime import resolve_device
 
     histories = run_seeds(config, list(range(args.seeds)), resolve_data_root(args.data_dir),
                           resolve_device(args.device), out_dir, Progress("quiet"))

@@ -6,11 +6,11 @@ from typing import List, Optional
 
 import torch
 
-from ..batches import InMemoryBatches, decode
-from ..checkpoint import build_model, checkpoint_config, load_checkpoint
+from ..data.batches import InMemoryBatches, decode
+from ..training.checkpoint import build_model, checkpoint_config, load_checkpoint
 from ..config import TrainConfig
-from ..data import load_mnist
-from ..datasets import resolve_data_root
+from ..data.mnist import load_mnist
+from ..data.registry import resolve_data_root
 from ..recipe import normalization_of
 from .common import class_names
 

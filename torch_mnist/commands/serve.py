@@ -27,10 +27,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise UserError(f"--port must be from 0 to 65535, got {args.port}")
     if args.max_body <= 0:
         raise UserError(f"--max-body must be a positive number of bytes, got {args.max_body}")
-    from ..checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
-    from ..engine import predict_probabilities
-    from ..runtime import resolve_device  # the heavy imports, after the flags
-    from ..serve import DigitReader, is_loopback, make_server, serve_until_interrupted
+    from ..training.checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
+    from ..training.engine import predict_probabilities
+    from ..training.runtime import resolve_device  # the heavy imports, after the flags
+    from ..deploy.serve import DigitReader, is_loopback, make_server, serve_until_interrupted
 
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device = resolve_device(args.device)

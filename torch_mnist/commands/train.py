@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, TrainConfig
-from ..datasets import NORMALIZATIONS, resolve_data_root
+from ..data.registry import NORMALIZATIONS, resolve_data_root
 from ..errors import Note, UserError
 from .common import (Parser, Terminated, check_distinct_paths, check_output_path, check_replaceable, class_names,
                      data_files, data_flag, device_flag, file_identity, raise_terminated)
@@ -88,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_output_path(out)
     from .. import distributed  # the heavy imports start here, after every flag is known to be sound
     from ..distributed import Shard
-    from ..runtime import resolve_device
+    from ..training.runtime import resolve_device
 
     shard, device = Shard(), None
     if distributed.launched_by_torchrun():
@@ -109,10 +109,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, shard, device) -> int:
-    from ..engine import NonFiniteLossError
-    from ..idx import verify_checksums
-    from ..progress import Progress
-    from ..training import CheckpointWriter, load_for_resume, run_training
+    from ..training.engine import NonFiniteLossError
+    from ..data.idx import verify_checksums
+    from ..training.progress import Progress
+    from ..training.loop import CheckpointWriter, load_for_resume, run_training
 
     resume = None
     if args.resume:
@@ -153,8 +153,8 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
 def _check_outputs(args: argparse.Namespace, out: Path, config: TrainConfig) -> None:
     """Every file the run will write, checked against what it reads and against each other before any work:
     none may be another's, and an existing one is replaced only by its own kind."""
-    from ..checkpoint import history_path
-    from ..plots import plots_paths
+    from ..training.checkpoint import history_path
+    from ..reports.plots import plots_paths
 
     writes = {"--out": out, "the history beside --out": history_path(out)}
     if args.log_csv:
@@ -174,7 +174,7 @@ def _check_outputs(args: argparse.Namespace, out: Path, config: TrainConfig) -> 
 
 def _logs(args: argparse.Namespace, resuming: bool) -> list:
     """The --log-csv and --tensorboard logs, each checked (writable, this run's) before any work."""
-    from ..logs import CsvLog, TensorBoardLog
+    from ..training.logs import CsvLog, TensorBoardLog
 
     logs = []
     if args.log_csv:
@@ -187,8 +187,8 @@ def _logs(args: argparse.Namespace, resuming: bool) -> list:
 
 
 def _report(result, config: TrainConfig, out: Path, plots: bool) -> None:
-    from ..plots import PlotsUnavailable, plots_paths, write_run_plots
-    from ..reference import comparison_table
+    from ..reports.plots import PlotsUnavailable, plots_paths, write_run_plots
+    from ..reports.reference import comparison_table
 
     history = result.history
     if config.dataset == "mnist":  # the reference's figures are MNIST's

@@ -1,0 +1,102 @@
+"""Between Keras and torch_mnist: a Keras model of the family as a checkpoint, and a checkpoint as a
+``.keras`` file that ``keras.saving.load_model`` reads and that predicts what the checkpoint predicts."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..training.checkpoint import build_model, checkpoint_config, make_checkpoint
+from ..config import TrainConfig
+from ..errors import UserError
+from ..history import HISTORY_KEYS
+from .files import KerasModel
+from ..recipe import build, normalization_of
+
+EPS_SEMANTICS = {"outside": "keras2", "inside": "keras3"}  # where a Keras RMSprop adds epsilon -> our semantics
+
+
+@dataclass
+class Conversion:
+    checkpoint: dict
+    optimizer_carried: bool
+    iterations: Optional[int]  # the Keras run's steps, where the file says
+    note: str  # what was not carried over, and why ("" when everything was)
+
+
+def checkpoint_from_keras(model: KerasModel, normalize: str = "scale") -> Conversion:
+    """A checkpoint at epoch 0 of a run with the Keras model's weights, settings and, where the file holds it,
+    its RMSprop state: ``train.py --resume`` continues from there."""
+    optimizer = model.optimizer
+    config = TrainConfig(hidden=model.hidden, dropout=model.dropout, normalize=normalize)
+    if optimizer is not None:
+        config = TrainConfig(hidden=model.hidden, dropout=model.dropout, normalize=normalize, lr=optimizer.lr,
+                             rho=optimizer.rho, eps=optimizer.eps,
+                             keras_semantics=EPS_SEMANTICS[optimizer.eps_placement])
+    config.validate()
+    recipe = build(config, torch.device("cpu"))
+    with torch.no_grad():
+        for layer, kernel, bias in zip(recipe.model.layers, model.kernels, model.biases):
+            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))  # Keras keeps (inputs, outputs)
+            layer.bias.copy_(torch.from_numpy(bias))
+    carried = optimizer is not None and optimizer.square_avgs is not None
+    if carried:
+        for parameter, average in zip(recipe.model.parameters(), optimizer.square_avgs):
+            # a Keras kernel's average is laid out as the kernel: transposed like it
+            average = average.T if average.ndim == 2 else average
+            recipe.optimizer.state[parameter]["square_avg"] = torch.from_numpy(np.ascontiguousarray(average))
+    history = {key: [] for key in HISTORY_KEYS}
+    checkpoint = make_checkpoint(recipe.model, recipe.optimizer, config, 0, history,
+                                 torch.Generator().manual_seed(config.seed))
+    reasons = list(model.notes) + ([optimizer.missing] if optimizer is not None and optimizer.missing else [])
+    note = "" if carried else "; ".join(reasons or ["the file holds no optimizer state"])
+    return Conversion(checkpoint, carried, optimizer.iterations if carried else None, note)
+
+
+def write_keras(checkpoint: dict, out: Path) -> None:
+    """``checkpoint``'s model as a Keras 3 ``.keras`` file taking what the reference fed its model
+    (784 pixels / 255), compiled with the run's RMSprop, written atomically."""
+    from ..files import staged
+    from .parity import import_keras
+
+    keras = import_keras()
+    config = checkpoint_config(checkpoint)
+    model = build_model(checkpoint)
+    layers = [keras.Input((model.in_features,))]
+    normalization = normalization_of(config)
+    if normalization.name != "scale":  # our inputs are (x / 255 - mean) / std; Keras users feed x / 255
+        layers.append(keras.layers.Rescaling(1.0 / normalization.std, -normalization.mean / normalization.std))
+    for i, linear in enumerate(model.layers):
+        last = i == len(model.layers) - 1
+        layers.append(keras.layers.Dense(linear.out_features, activation="softmax" if last else "relu"))
+        if not last and config.dropout:
+            layers.append(keras.layers.Dropout(config.dropout))
+    keras_model = keras.Sequential(layers)
+    for dense, linear in zip([layer for layer in keras_model.layers if isinstance(layer, keras.layers.Dense)],
+                             model.layers):
+        dense.set_weights([linear.weight.detach().numpy().T, linear.bias.detach().numpy()])
+    # Keras 3's RMSprop adds epsilon inside the square root: predictions are the same, and further training in
+    # Keras follows Keras 3's arithmetic whatever the run's keras_semantics were.
+    keras_model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=config.lr, rho=config.rho,
+                                                           epsilon=config.eps),
+                        loss="categorical_crossentropy", metrics=["accuracy"])
+    _carry_square_averages(checkpoint, model, keras_model)
+    with staged(out) as tmp:  # under out's own name (Keras insists on .keras), renamed over it when whole
+        keras_model.save(tmp)
+        if not tmp.is_file():
+            raise UserError(f"Keras wrote no file for {out}")
+
+
+def _carry_square_averages(checkpoint: dict, model, keras_model) -> None:
+    """The run's RMSprop averages into Keras' optimizer (built for the purpose), so that the file holds the
+    whole training state, as a Keras-saved model does."""
+    keras_model.optimizer.build(keras_model.trainable_variables)
+    saved = checkpoint["optimizer_state"]["state"]
+    velocities = [v for v in keras_model.optimizer.variables if len(v.shape) > 0]
+    if len(saved) != len(velocities):
+        return  # a run saved before its first step: Keras' zeros are the same state
+    for index, (parameter, velocity) in enumerate(zip(model.parameters(), velocities)):
+        average = saved[index]["square_avg"].numpy()
+        velocity.assign(average.T if average.ndim == 2 else average)

@@ -1,0 +1,352 @@
+"""Speed measurements in one run: the matmul floor, both data paths, evaluation, memory.
+
+Every time is reported as a ratio to the floor measured in the same run, so
+the figures compare on a noisy or shared machine.
+"""
+
+import itertools
+import math
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from ..data.batches import InMemoryBatches, TensorSplit, decode, make_batches
+from ..config import TrainConfig
+from ..data.mnist import load_mnist
+from ..training.engine import EpochMeter, evaluate, train_one_epoch
+from ..model.mlp import IMAGE_PIXELS, MLP
+from ..model.optim import RMSprop
+from ..recipe import build, normalization_of
+from ..training.runtime import check_compile, compile_model, cpu_name, fast_cpu_math, native_bf16_cpu
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the shapes the floor is computed for
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The fast path with one thing changed: train.py's speed options, or the optimizer's update."""
+
+    label: str
+    config: Dict = field(default_factory=dict)  # TrainConfig overrides
+    fused: Optional[bool] = None  # RMSprop(fused=...): None uses the fused CPU kernel where it builds
+
+
+VARIANTS = {"foreach": Variant("fast path with the eager foreach update (RMSprop(fused=False))", fused=False),
+            "compile": Variant("fast path with --compile", {"compile": True}),
+            "bf16": Variant("fast path with --amp bf16 (bf16 matmuls)", {"amp": "bf16"})}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, calls: int = 50, repeats: int = 7) -> float:
+    """Seconds per call of ``fn``: the best of ``repeats`` timings of ``calls`` calls, after a warm-up."""
+    for _ in range(calls // 5 + 1):
+        fn()
+    _sync(device)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        timings.append((time.perf_counter() - start) / calls)
+    return min(timings)
+
+
+def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512, classes: int = 10,
+                 repeats: int = 7) -> Dict:
+    """The time of the matrix multiplies no training epoch can avoid, at their real shapes.
+
+    Per step: both layers' forward, both weight gradients, and the gradient
+    into the hidden layer (the input needs none). Per epoch: 469 steps plus
+    the validation forward passes of 10,000 test images.
+    """
+    def t(*shape):
+        return torch.rand(*shape, device=device)
+
+    x, h, w1, w2, b1 = t(batch_size, IMAGE_PIXELS), t(batch_size, hidden), t(hidden, IMAGE_PIXELS), \
+        t(classes, hidden), t(hidden)
+    g_logits, g_hidden = t(batch_size, classes), t(batch_size, hidden)
+    shapes = {  # name: (function, m, k, n) for an (m, k) @ (k, n) product
+        "forward 1 (128x784 @ 784x512)": (lambda: torch.addmm(b1, x, w1.t()), batch_size, IMAGE_PIXELS, hidden),
+        "forward 2 (128x512 @ 512x10)": (lambda: h @ w2.t(), batch_size, hidden, classes),
+        "grad W2 (10x128 @ 128x512)": (lambda: g_logits.t() @ h, classes, batch_size, hidden),
+        "grad hidden (128x10 @ 10x512)": (lambda: g_logits @ w2, batch_size, classes, hidden),
+        "grad W1 (512x128 @ 128x784)": (lambda: g_hidden.t() @ x, hidden, batch_size, IMAGE_PIXELS),
+    }
+    rows = {}
+    for name, (fn, m, k, n) in shapes.items():
+        seconds = best_time(fn, device, repeats=repeats)
+        rows[name] = {"seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9}
+    step = sum(row["seconds"] for row in rows.values())
+    forward = sum(rows[name]["seconds"] for name in list(shapes)[:2])
+    steps = -(-TRAIN_IMAGES // batch_size)
+    validation_batches = -(-TEST_IMAGES // batch_size)
+    return {"per_shape": rows, "step_seconds": step, "steps": steps,
+            "epoch_seconds": steps * step + validation_batches * forward}
+
+
+def sequenced_floor(device: torch.device, batch_size: int = 128, hidden: int = 512, classes: int = 10,
+                    batches: int = 16, repeats: int = 7) -> float:
+    """Seconds per epoch of the same five products called as a training step calls them.
+
+    In step order, each step on a new batch and gradient (``batches`` of them, in
+    turn), where :func:`matmul_floor` repeats one product on the same operands. On a
+    CPU whose per-core cache cannot hold a step's operands, this is the slower of the
+    two, and it is what the products of a real step cost at best.
+    """
+    def t(*shape):
+        return torch.rand(*shape, device=device)
+
+    w1, b1, w2 = t(hidden, IMAGE_PIXELS), t(hidden), t(classes, hidden)
+    inputs = itertools.cycle([(t(batch_size, IMAGE_PIXELS), t(batch_size, classes), t(batch_size, hidden))
+                              for _ in range(batches)])
+
+    def step():
+        x, g_logits, g_hidden = next(inputs)
+        h = torch.addmm(b1, x, w1.t())
+        h @ w2.t()
+        g_logits.t() @ h
+        g_logits @ w2
+        g_hidden.t() @ x
+
+    steps = -(-TRAIN_IMAGES // batch_size)
+    validation_forward = torch.rand(batch_size, IMAGE_PIXELS, device=device)
+    validation = best_time(lambda: torch.addmm(b1, validation_forward, w1.t()) @ w2.t(), device, repeats=repeats)
+    return steps * best_time(step, device, calls=batches * 3, repeats=repeats) + \
+        -(-TEST_IMAGES // batch_size) * validation
+
+
+def epoch_timer(train_batches, test_batches, device: torch.device, config: TrainConfig = TrainConfig(),
+                fused: Optional[bool] = None) -> Tuple[Callable[[], float], RMSprop]:
+    """A function timing one whole epoch (training + validation) of a fresh run of ``config``, and its
+    optimizer. ``fused`` is the optimizer's choice of update (see :class:`~torch_mnist.model.optim.RMSprop`)."""
+    recipe = build(config, device)
+    recipe.optimizer.fused = False if config.compile else fused
+    train_model = compile_model(recipe.model) if config.compile else recipe.model
+
+    def one_epoch() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
+                        autocast_dtype=recipe.autocast_dtype)
+        evaluate(train_model, test_batches, device, recipe.loss_fn)
+        _sync(device)
+        return time.perf_counter() - start
+
+    return one_epoch, recipe.optimizer
+
+
+def interleaved(timers: Dict[str, Callable[[], float]], repeats: int, device: torch.device) -> Dict[str, Dict]:
+    """``repeats`` rounds of one timed epoch of each timer in turn, each just after a fresh floor.
+
+    Each timer first runs one untimed epoch (warming caches and allocators, and compiling
+    where --compile is on). Reported per timer: the median time and the median of time /
+    floor. Taking turns, rather than one block of epochs after another, lets a shared
+    machine whose speed drifts during the run slow every contender alike.
+    """
+    runs = {name: [] for name in timers}
+    with fast_cpu_math(device):
+        for one_epoch in timers.values():
+            one_epoch()
+        for _ in range(repeats):
+            for name, one_epoch in timers.items():
+                floor = matmul_floor(device, repeats=3)["epoch_seconds"]
+                runs[name].append({"seconds": one_epoch(), "floor_seconds": floor})
+    return {name: {"runs": timed, "median": statistics.median(run["seconds"] for run in timed),
+                   "x_floor": statistics.median(run["seconds"] / run["floor_seconds"] for run in timed)}
+            for name, timed in runs.items()}
+
+
+def profile_epoch(train_batches, device: torch.device, top: int = 10,
+                  config: TrainConfig = TrainConfig()) -> List[Dict]:
+    """Where one fast-path training epoch spends its time: torch.profiler's top ops by self time.
+
+    The profiler adds its own overhead per op, so read the shares, not the totals.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    recipe = build(config, device)
+    with fast_cpu_math(device):
+        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [{"op": e.key, "calls_per_step": e.count / len(train_batches),
+             "ms_per_step": e.self_cpu_time_total / 1000 / len(train_batches),
+             "share": e.self_cpu_time_total / total} for e in ranked]
+
+
+def update_alone(device: torch.device, config: TrainConfig = TrainConfig()) -> Dict[str, float]:
+    """Milliseconds of one optimizer update on the model's parameters, fused and foreach, outside training.
+
+    The gradients stay the same from call to call and hot in the cache, so this is the update's own
+    cost; inside a step it reads gradients the backward pass has just written.
+    """
+    timings = {}
+    with fast_cpu_math(device):
+        for name, fused in (("fused", None), ("foreach", False)):
+            recipe = build(config, device)
+            recipe.optimizer.fused = fused
+            for param in recipe.model.parameters():
+                param.grad = torch.randn_like(param) * 1e-3
+            timings[name] = 1000 * best_time(recipe.optimizer.step, device, calls=200, repeats=5)
+            timings[name + "_implementation"] = recipe.optimizer.implementation
+    return timings
+
+
+PHASES = ("batch", "forward and loss", "backward", "update", "bookkeeping")
+
+
+def step_phases(train_batches, device: torch.device, config: TrainConfig = TrainConfig()) -> Dict[str, float]:
+    """Milliseconds per step of each phase of a fast-path training step, over one epoch after a warm-up one.
+
+    The steps of :func:`~torch_mnist.training.engine.train_one_epoch`, with a clock read between
+    phases (and, on CUDA, a synchronisation): unlike the profiler, nothing is added to
+    any operation, so the phases add up to the real step.
+    """
+    recipe = build(config, device)
+    model, optimizer, loss_fn = recipe.model, recipe.optimizer, recipe.loss_fn
+    totals = dict.fromkeys(PHASES, 0.0)
+    with fast_cpu_math(device):
+        train_one_epoch(model, train_batches, optimizer, device, loss_fn)  # warm-up
+        meter, batches = EpochMeter(device), iter(train_batches)
+        for step in range(len(train_batches)):
+            times = [time.perf_counter()]
+            images, labels = next(batches)
+            times.append(_clock(device))
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+            times.append(_clock(device))
+            loss.backward()
+            times.append(_clock(device))
+            optimizer.step()
+            times.append(_clock(device))
+            meter.record(step, loss, logits, labels)
+            if device.type == "cpu":
+                math.isfinite(loss.item())  # the loop's divergence check
+            times.append(_clock(device))
+            for phase, start, end in zip(PHASES, times, times[1:]):
+                totals[phase] += end - start
+    return {phase: 1000 * seconds / len(train_batches) for phase, seconds in totals.items()}
+
+
+def _clock(device: torch.device) -> float:
+    _sync(device)
+    return time.perf_counter()
+
+
+def evaluation_throughput(test_batches, device: torch.device) -> float:
+    """Test images per second through :func:`evaluate` on the fast path."""
+    model = MLP().to(device)
+    seconds = best_time(lambda: evaluate(model, test_batches, device), device, calls=3, repeats=5)
+    return test_batches.num_samples / seconds
+
+
+def peer_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, device: torch.device) -> Dict:
+    """Seconds per epoch of the same program in each other framework installed here, taken in turns."""
+    from .peers import jax_peer, keras_peer
+
+    timers = {key: timer for key, timer in (("keras_epoch_seconds", keras_peer(train_set, test_set)),
+                                             ("jax_epoch_seconds", jax_peer(train_set, test_set))) if timer}
+    return interleaved(timers, repeats, device) if timers else {}
+
+
+def deployment_speed(repeats: int = 5) -> Dict:
+    """Single-image latency and 10,000-image throughput of the reference model with its normalization
+    (raw pixels in), eager PyTorch beside onnxruntime, on the CPU. Empty without the export extra."""
+    import tempfile
+
+    from ..errors import UserError
+    from ..deploy.export import Deployable, write_onnx
+
+    cpu = torch.device("cpu")
+    config = TrainConfig()
+    deployable = Deployable(build(config, cpu).model, normalization_of(config)).eval()
+    one, many = torch.rand(1, 1, 28, 28) * 255, torch.rand(TEST_IMAGES, 1, 28, 28) * 255
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            run_onnx, _ = write_onnx(deployable, one.clone(), Path(folder) / "model.onnx", {})
+        except UserError:
+            return {}
+        with torch.no_grad():
+            rows = {"eager PyTorch": (lambda: deployable(one), lambda: deployable(many)),
+                    "onnxruntime": (lambda: run_onnx(one), lambda: run_onnx(many))}
+            return {name: {"latency_ms": 1000 * best_time(single, cpu, calls=200, repeats=repeats),
+                           "images_per_second": TEST_IMAGES / best_time(batch, cpu, calls=3, repeats=repeats)}
+                    for name, (single, batch) in rows.items()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loader_repeats: int = 2,
+                  config: TrainConfig = TrainConfig(), variants: tuple = tuple(VARIANTS),
+                  deployment: bool = True) -> Dict:
+    """All measurements of one run, as a JSON-ready dict. MNIST is decoded once and shared.
+
+    ``variants`` names the speed options (keys of :data:`VARIANTS`) to time besides the default fast path;
+    ``deployment`` adds the exported model's latency and throughput (eager beside onnxruntime).
+    """
+    floor = matmul_floor(device)
+    normalization = normalization_of(config)
+    train_set = decode(load_mnist(data_root, True, dataset=config.dataset), normalization, device)
+    test_set = decode(load_mnist(data_root, False, dataset=config.dataset), normalization, device)
+
+    def shuffled():  # the same seeded batches for every measurement
+        return InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
+
+    in_order = InMemoryBatches(test_set, config.batch_size)
+    if "compile" in variants:
+        check_compile(device)
+    contenders = {"fast": epoch_timer(shuffled(), in_order, device, config)}
+    with fast_cpu_math(device):
+        contenders["fast"][0]()  # an epoch before any variant exists, for the fast path's own peak memory
+    peak_fast_path = peak_rss_mb()
+    for name in variants:  # each a fresh run on its own batches, timed in turn with the others
+        variant = VARIANTS[name]
+        contenders[name] = epoch_timer(shuffled(), in_order, device, replace(config, **variant.config),
+                                       variant.fused)
+    timings = interleaved({name: timer for name, (timer, _) in contenders.items()}, repeats, device)
+    for name, (_, optimizer) in contenders.items():
+        timings[name]["optimizer_update"] = optimizer.implementation
+    result = {
+        "device": str(device),
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the widest vector kernels torch uses
+        "native_bf16": native_bf16_cpu(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "floor": floor,
+        "sequenced_floor_seconds": sequenced_floor(device),
+        "fast_epoch_seconds": timings.pop("fast"),
+        "peak_rss_mb_fast_path": peak_fast_path,
+        "eval_images_per_second": evaluation_throughput(in_order, device),
+        "profile": profile_epoch(shuffled(), device, config=config),
+        "step_phases_ms": step_phases(shuffled(), device, config),
+        "update_alone_ms": update_alone(device, config),
+        "variants": timings,
+        "deployment": deployment_speed() if deployment else {},
+    }
+    if loader_repeats:
+        loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
+                                    torch.Generator().manual_seed(config.seed), config.dataset)
+        loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader",
+                                   dataset=config.dataset)
+        loader_epoch, _ = epoch_timer(loader_train, loader_test, device, config)
+        result["dataloader_epoch_seconds"] = interleaved({"loader": loader_epoch}, loader_repeats, device)["loader"]
+        result.update(peer_epochs(train_set, test_set, loader_repeats, device))
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result

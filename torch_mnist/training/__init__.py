@@ -1,0 +1,1 @@
+"""Training and checkpoints: one epoch, the run, checkpoints and their digest, progress, logs, devices."""
