@@ -194,8 +194,8 @@ class TestBuild:
     def test_built_once_then_reused(self, tmp_path, fake_compiler):
         folder = tmp_path / "cache"
         folder.mkdir()
-        first = kernels.build(folder)
-        assert kernels.build(folder) == first and fake_compiler() == 1
+        first = kernels.compile_kernel(folder)
+        assert kernels.compile_kernel(folder) == first and fake_compiler() == 1
         assert sorted(p.name for p in folder.iterdir()) == [first.name]  # no temporary left behind
 
     def test_a_failing_compiler_is_one_line_and_leaves_nothing(self, tmp_path, monkeypatch):
@@ -206,7 +206,7 @@ class TestBuild:
         folder = tmp_path / "cache"
         folder.mkdir()
         with pytest.raises(KernelUnavailable, match=r"the C\+\+ compiler failed \(k.cpp:1: fatal error") as caught:
-            kernels.build(folder)
+            kernels.compile_kernel(folder)
         assert "\n" not in str(caught.value)
         assert list(folder.iterdir()) == []
 
@@ -214,7 +214,7 @@ class TestBuild:
         monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
         (tmp_path / "cache").mkdir()
         with pytest.raises(KernelUnavailable, match=r"cannot run the C\+\+ compiler"):
-            kernels.build(tmp_path / "cache")
+            kernels.compile_kernel(tmp_path / "cache")
 
     def test_a_file_under_the_kernels_name_that_does_not_load_is_rebuilt_once(self, tmp_path, fake_compiler):
         folder = tmp_path / "cache"
@@ -227,7 +227,7 @@ class TestBuild:
     def test_an_installation_without_the_source_is_one_line(self, tmp_path, monkeypatch):
         monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing.cpp")
         with pytest.raises(KernelUnavailable, match="the kernel's source cannot be read"):
-            kernels.build(tmp_path)
+            kernels.compile_kernel(tmp_path)
 
     def test_the_source_ships_with_the_package(self):
         config = configparser.ConfigParser()

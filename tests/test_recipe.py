@@ -48,8 +48,8 @@ def test_a_model_too_large_for_the_machine_is_refused_before_allocating(monkeypa
     monkeypatch.setattr(recipe, "MLP", lambda *args, **kwargs: allocated.append(args))
     config = TrainConfig(hidden=(65536,) * 64)
     with pytest.raises(UserError, match=r"--hidden \(64 layers, the widest 65536\): 270,639,169,546 parameters"):
-        recipe.build_model(config)
+        recipe.new_model(config)
     monkeypatch.setattr(recipe, "available_memory", lambda: 10 * 2 ** 20)  # a 10 MiB machine
     with pytest.raises(UserError, match="more than this machine's available 0.0 GiB"):
-        recipe.build_model(TrainConfig(hidden=(1024, 1024)))
+        recipe.new_model(TrainConfig(hidden=(1024, 1024)))
     assert allocated == []

@@ -37,14 +37,15 @@ class Recipe:
 def build(config: TrainConfig, device: torch.device) -> Recipe:
     """The run's objects; the weights are drawn from their own generator seeded with ``config.seed``."""
     init_generator = torch.Generator().manual_seed(config.seed)  # a stream apart from shuffling and dropout
-    model = build_model(config, init_generator).to(device)
+    model = new_model(config, init_generator).to(device)
     optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
                         eps_placement=KERAS_SEMANTICS[config.keras_semantics]["eps_placement"],
                         compiled=config.compile)
     return Recipe(model, optimizer, loss_of(config), normalization_of(config), AUTOCAST_DTYPES[config.amp])
 
 
-def build_model(config: TrainConfig, generator: Optional[torch.Generator] = None) -> MLP:
+def new_model(config: TrainConfig, generator: Optional[torch.Generator] = None) -> MLP:
+    """A freshly initialized model of ``config``'s shape (checkpoint.build_model rebuilds a saved one)."""
     check_fits_in_memory(config)
     return MLP(IMAGE_PIXELS, config.hidden, NUM_CLASSES, config.dropout, generator)
 

@@ -67,7 +67,7 @@ def kernel_file(folder: Path) -> Path:
     return folder / f"rmsprop-{key.hexdigest()[:16]}.so"
 
 
-def build(folder: Path) -> Path:
+def compile_kernel(folder: Path) -> Path:
     """The kernel library in ``folder``, compiled unless already there.
 
     Compiled to a private temporary name and renamed into place, so concurrent
@@ -136,12 +136,12 @@ def _load_once() -> Union[Callable, KernelUnavailable]:
 
 def load(folder: Path) -> None:
     """Build (if needed) and load the library; a cached file that does not load is rebuilt once."""
-    path = build(folder)
+    path = compile_kernel(folder)
     try:
         torch.ops.load_library(str(path))
     except OSError:  # truncated or foreign file under our name: build it again
         path.unlink(missing_ok=True)
         try:
-            torch.ops.load_library(str(build(folder)))
+            torch.ops.load_library(str(compile_kernel(folder)))
         except OSError as e:
             raise KernelUnavailable(f"the built kernel does not load ({one_line(e)})") from None

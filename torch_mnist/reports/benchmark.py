@@ -18,7 +18,7 @@ import torch
 from ..data.batches import InMemoryBatches, TensorSplit, decode, make_batches
 from ..config import TrainConfig
 from ..data.mnist import load_mnist
-from ..training.engine import EpochMeter, evaluate, train_one_epoch
+from ..training.engine import EpochMeter, evaluate, train_one_epoch, training_step
 from ..model.mlp import IMAGE_PIXELS, MLP
 from ..model.optim import RMSprop
 from ..recipe import build, normalization_of
@@ -211,7 +211,7 @@ PHASES = ("batch", "forward and loss", "backward", "update", "bookkeeping")
 def step_phases(train_batches, device: torch.device, config: TrainConfig = TrainConfig()) -> Dict[str, float]:
     """Milliseconds per step of each phase of a fast-path training step, over one epoch after a warm-up one.
 
-    The steps of :func:`~torch_mnist.training.engine.train_one_epoch`, with a clock read between
+    The loop's own :func:`~torch_mnist.training.engine.training_step`, with a clock read between
     phases (and, on CUDA, a synchronisation): unlike the profiler, nothing is added to
     any operation, so the phases add up to the real step.
     """
@@ -225,14 +225,8 @@ def step_phases(train_batches, device: torch.device, config: TrainConfig = Train
             times = [time.perf_counter()]
             images, labels = next(batches)
             times.append(_clock(device))
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(images)
-            loss = loss_fn(logits, labels)
-            times.append(_clock(device))
-            loss.backward()
-            times.append(_clock(device))
-            optimizer.step()
-            times.append(_clock(device))
+            loss, logits = training_step(model, optimizer, loss_fn, images, labels,
+                                         mark=lambda: times.append(_clock(device)))
             meter.record(step, loss, logits, labels)
             if device.type == "cpu":
                 math.isfinite(loss.item())  # the loop's divergence check

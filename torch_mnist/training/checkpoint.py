@@ -22,7 +22,7 @@ from ..errors import Note, UserError
 from ..files import atomic_write, signals_deferred
 from ..history import HISTORY_KEYS, History
 from .integrity import DIGEST_KEY, content_digest
-from ..recipe import build_model as build_configured_model
+from ..recipe import new_model
 from ..model.mlp import IMAGE_PIXELS
 from ..recipe import NUM_CLASSES, normalization_of, weight_shapes
 
@@ -278,7 +278,7 @@ def checkpoint_normalization(checkpoint: dict) -> Normalization:
 
 def build_model(checkpoint: dict, device: Optional[torch.device] = None) -> nn.Module:
     """The checkpoint's model, rebuilt from the checkpoint alone, in eval mode."""
-    model = build_configured_model(checkpoint_config(checkpoint))
+    model = new_model(checkpoint_config(checkpoint))
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device or "cpu").eval()
 

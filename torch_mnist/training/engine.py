@@ -2,7 +2,7 @@
 
 import contextlib
 import math
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -75,6 +75,26 @@ class EpochMeter:
         return NonFiniteLossError(epoch, step, float(self.losses[step - 1]))
 
 
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, images: torch.Tensor,
+                  labels: torch.Tensor, precision=contextlib.nullcontext(),
+                  mark: Callable[[], None] = lambda: None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One step: zero_grad, forward and loss, backward, update; returns ``(loss, logits)``.
+
+    ``mark`` is called after the forward and loss, after the backward and after the update: the
+    benchmark's clock between phases times this very step (by default it does nothing).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with precision:
+        logits = model(images)
+        loss = loss_fn(logits, labels)  # autocast computes the loss in float32
+    mark()
+    loss.backward()
+    mark()
+    optimizer.step()
+    mark()
+    return loss, logits
+
+
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, loss_fn: LossFn = cross_entropy, epoch: int = 1,
                     progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
@@ -94,12 +114,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     check_each_step = stop_on_non_finite and device.type == "cpu"
     precision = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     for step, (images, labels) in enumerate(batches):
-        optimizer.zero_grad(set_to_none=True)
-        with precision:
-            logits = model(images)
-            loss = loss_fn(logits, labels)  # autocast computes the loss in float32
-        loss.backward()
-        optimizer.step()
+        loss, logits = training_step(model, optimizer, loss_fn, images, labels, precision)
         meter.record(step, loss, logits, labels)
         if check_each_step and not math.isfinite(loss.item()):  # on the CPU a read costs nothing
             raise meter.non_finite_error(epoch, step + 1)  # stop at once, not 400 NaN steps later
