@@ -174,6 +174,24 @@ class TestCapturedDigits:
             correlations.append(np.corrcoef(ideal, preprocess_image(capture.data).astype(float).ravel())[0, 1])
         assert np.mean(np.array(correlations) >= 0.8) >= 0.9 and np.median(correlations) >= 0.93, correlations
 
+    @pytest.mark.slow
+    def test_a_digit_cropped_close_to_its_ink_is_still_found(self, real_root):
+        # Half the image or more is ink: the paper is not the majority, and the border is mostly paper.
+        rng = np.random.default_rng(4)
+        digits, _ = sample_test_digits(load_mnist(real_root, train=False), 60, seed=4)
+        correlations = []
+        for pixels in digits:
+            rows, cols = np.nonzero(pixels > 30)
+            crop = pixels[max(rows.min() - 1, 0):rows.max() + 2, max(cols.min() - 1, 0):cols.max() + 2]
+            scale = int(rng.integers(3, 9))
+            page = np.asarray(Image.fromarray(255 - crop).resize((crop.shape[1] * scale, crop.shape[0] * scale),
+                                                                 Image.BILINEAR), dtype=np.float32)
+            page = page * rng.uniform(0.6, 0.9) + rng.uniform(0, 40) + rng.normal(0, rng.uniform(0, 6), page.shape)
+            result = preprocess_image(_saved(page)).astype(float).ravel()
+            ideal = to_mnist_canvas(crop.astype(np.float32)).astype(float).ravel()
+            correlations.append(np.corrcoef(ideal, result)[0, 1])
+        assert np.mean(np.array(correlations) >= 0.8) >= 0.9, correlations
+
     def test_blank_pages_are_blank_whatever_their_noise_light_and_format(self):
         rng = np.random.default_rng(5)
         for k in range(40):

@@ -22,6 +22,8 @@ import numpy as np
 
 MAD_TO_SIGMA = 1.4826  # the median absolute deviation of Gaussian noise times this is its standard deviation
 PAPER_SIGMAS = 3.0  # while fitting the paper, pixels further than this from it (in noise units) are ink
+MIXED_SPREAD = 3.0  # a paper fit whose noise is 3x another start's has mixed ink into the paper ...
+PAPER_SHARE = 0.3  # ... when that other start calls at least this share of the image paper
 SEED_SIGMAS = 6.0  # ink seeds stand out by 6 noise sigmas: a false seed in ~1e9 paper pixels
 EDGE_SIGMAS = 3.0  # a stroke's soft edge, joined to a seed, stands out by at least 3 sigmas
 SEED_SHARE = 0.25  # ... and seeds carry a quarter of the strongest ink: JPEG ringing around strokes is weaker
@@ -30,7 +32,8 @@ MIN_SEEDS = 5  # pixels: fewer is a burst of noise (a JPEG's noise has heavier t
 MIN_CONTRAST = 16.0  # grey levels of 255: on noiseless paper, anything fainter than this is no digit
 FIT_SAMPLES = 64  # the paper's surface is fitted on at most 64x64 samples (its shape is smooth)
 SPECK_SHARE = 0.03  # a component with less ink than this fraction of the largest is a speck
-OFF_SHEET = 0.15  # a dark region along more than this fraction of the image's edge is off the sheet
+OFF_SHEET = 0.15  # a dark region along more than this fraction of the image's edge ...
+EDGE_HUGGING = 0.7  # ... whose contact is most of its own height plus width, is off the sheet
 NEAR = 0.5  # ... and one further from the main digit than half its longer side is not part of it
 
 
@@ -69,18 +72,58 @@ def _deviation_from_paper(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray, f
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     ys, xs = 2 * ys / max(height - 1, 1) - 1, 2 * xs / max(width - 1, 1) - 1  # -1 .. 1 across the image
     terms = np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)  # (H, W, 6)
-    sample_terms, sample_values = terms[::step, ::step].reshape(-1, 6), values[::step, ::step].ravel()
-    keep = np.ones(sample_values.shape, dtype=bool)  # the paper is most of the image: start from all of it
+    samples = values[::step, ::step]
+    sample_terms, sample_values = terms[::step, ::step].reshape(-1, 6), samples.ravel()
+    # The paper is most of an image, so the fit starts from all of it; a tightly cropped digit can be half ink,
+    # and a fit of such a mixture has a spread of the ink's contrast, not the paper's noise: then the fit that
+    # starts from the side of Otsu's threshold that holds most of the border is the paper's.
+    fits = [_robust_surface(sample_terms, sample_values, np.ones(sample_values.shape, dtype=bool))]
+    border_side = _border_side(samples)
+    if border_side is not None:
+        fits.append(_robust_surface(sample_terms, sample_values, border_side.ravel()))
+        mixed = fits[0][1] > MIXED_SPREAD * max(fits[1][1], 0.5)
+        if not mixed or fits[1][2] < PAPER_SHARE:  # a dark table at a sheet's corners is no paper either
+            fits.pop()
+    coefficients, sigma, _ = fits[-1]
+    deviation = values - terms @ coefficients
+    return deviation, np.abs(deviation) <= max(PAPER_SIGMAS * sigma, 0.5), sigma
+
+
+def _robust_surface(terms: np.ndarray, values: np.ndarray, keep: np.ndarray) -> Tuple[np.ndarray, float, float]:
+    """A quadratic surface fitted to ``values`` from the ``keep`` samples outward: each round keeps those
+    within 3 noise deviations of the majority; returns its coefficients, the paper's noise and the share
+    of the samples it calls paper."""
     used = 3  # a plane first, then the quadratic from the paper it found
     for _ in range(6):
-        coefficients = np.linalg.lstsq(sample_terms[keep, :used], sample_values[keep], rcond=None)[0]
-        residual = sample_values - sample_terms[:, :used] @ coefficients
+        coefficients = np.linalg.lstsq(terms[keep, :used], values[keep], rcond=None)[0]
+        residual = values - terms[:, :used] @ coefficients
         centre, sigma = _centre_and_spread(residual[keep])
         keep = np.abs(residual - centre) <= max(PAPER_SIGMAS * sigma, 0.5)  # around the majority, not the fit
         used = 6
-    deviation = values - terms[..., :used] @ coefficients
-    _, sigma = _centre_and_spread(residual[keep])
-    return deviation, np.abs(deviation) <= max(PAPER_SIGMAS * sigma, 0.5), sigma
+    return coefficients, _centre_and_spread(residual[keep])[1], float(keep.mean())
+
+
+def _border_side(samples: np.ndarray):
+    """The samples on the side of Otsu's threshold that holds most of the image's border; None if one-sided."""
+    levels = np.clip(samples, 0, 255)
+    threshold = _otsu_threshold(levels)
+    light = levels > threshold
+    if light.all() or not light.any():
+        return None
+    border = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
+    return light if border.mean() >= 0.5 else ~light
+
+
+def _otsu_threshold(levels: np.ndarray) -> float:
+    """The grey level that best splits ``levels`` in two classes (Otsu's method)."""
+    histogram = np.bincount(levels.astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    grey = np.arange(256)
+    weight_low = np.cumsum(histogram)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(histogram * grey)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    return float(np.argmax(weight_low * weight_high * (mean_low - mean_high) ** 2))
 
 
 def _centre_and_spread(values: np.ndarray) -> Tuple[float, float]:
@@ -104,7 +147,9 @@ def _main_mass(ink: np.ndarray, labels: np.ndarray, seeded: np.ndarray) -> np.nd
     mass[~seeded] = 0
     ring = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
     contact = np.bincount(ring, minlength=len(seeded))
-    mass[contact > OFF_SHEET * max(labels.shape)] = 0  # the table beyond a tilted sheet's edge, not ink
+    for component in np.nonzero(contact > OFF_SHEET * max(labels.shape))[0]:
+        if component and _hugs_the_edge(labels == component, contact[component]):
+            mass[component] = 0  # the table beyond a tilted sheet's edge, not ink
     if mass.max() <= 0:
         return ink
     main = int(np.argmax(mass))
@@ -116,6 +161,14 @@ def _main_mass(ink: np.ndarray, labels: np.ndarray, seeded: np.ndarray) -> np.nd
         gap = max(upper - bottom, top - lower, leftmost - right, left - rightmost, 0)  # 0 where the boxes overlap
         keep[component] = gap <= reach
     return np.where(keep[labels], ink, 0.0)
+
+
+def _hugs_the_edge(mask: np.ndarray, contact: int) -> bool:
+    """Whether a region lies along the image's edge the way a table beside the sheet does: its edge contact
+    spans most of its own extent (a corner triangle's two legs, a band's length). A digit cropped tightly
+    touches the edge too, but along a stroke, a fraction of its height plus width."""
+    top, bottom, left, right = _box(mask)
+    return contact >= EDGE_HUGGING * ((bottom - top + 1) + (right - left + 1))
 
 
 def _box(mask: np.ndarray) -> Tuple[int, int, int, int]:
