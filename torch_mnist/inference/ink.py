@@ -78,7 +78,9 @@ def _deviation_from_paper(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray, f
     # and a fit of such a mixture has a spread of the ink's contrast, not the paper's noise: then the fit that
     # starts from the side of Otsu's threshold that holds most of the border is the paper's.
     fits = [_robust_surface(sample_terms, sample_values, np.ones(sample_values.shape, dtype=bool))]
-    border_side = _border_side(samples)
+    # Neighbouring samples differ by the noise alone but at the few stroke edges: a cheap check of the first fit.
+    neighbours = _centre_and_spread(np.diff(values, axis=1).ravel())[1] / np.sqrt(2) if width > 1 else 0.0
+    border_side = _border_side(samples) if fits[0][1] > MIXED_SPREAD * max(neighbours, 0.5) else None
     if border_side is not None:
         fits.append(_robust_surface(sample_terms, sample_values, border_side.ravel()))
         mixed = fits[0][1] > MIXED_SPREAD * max(fits[1][1], 0.5)
