@@ -44,6 +44,21 @@ def signal_dispositions():
 
 
 @pytest.fixture(autouse=True)
+def uncompiled_steps(request, monkeypatch):
+    """In this process the compiled training step runs its own function uncompiled, op by op.
+
+    Compiling costs seconds per distinct graph (tens cold), and the suite trains hundreds of small
+    runs of many shapes. So the graph is left uncompiled (the same forward, torch.func backward and
+    update, run op by op) except in tests marked ``compile`` or ``slow``: those compile it as users do.
+    """
+    if request.node.get_closest_marker("compile") or request.node.get_closest_marker("slow"):
+        return
+    from torch_mnist.training import compiled
+
+    monkeypatch.setattr(compiled, "_new_compiled_step", lambda: compiled._step)
+
+
+@pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """torchvision's downloads go nowhere: tests never depend on the network."""
     from torch_mnist.data.mnist import torchvision_class
@@ -98,20 +113,6 @@ def real_root() -> Path:
     if os.environ.get("CI"):
         pytest.fail("CI must set TORCH_MNIST_DATA to a folder holding MNIST/raw")
     pytest.skip("set TORCH_MNIST_DATA to run tests on the real MNIST files")
-
-
-@pytest.fixture(scope="session")
-def fused_kernel():
-    """The fused RMSprop kernel, built if needed; a hard failure in CI (which installs a compiler), a skip
-    elsewhere where no C++ compiler can build it."""
-    from torch_mnist.model.kernels import KernelUnavailable, fused_rmsprop
-
-    try:
-        return fused_rmsprop()
-    except KernelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to build the fused kernel: {e}")
-        pytest.skip(str(e))
 
 
 def save_with_digest(checkpoint: dict, path: Path) -> None:
@@ -172,11 +173,12 @@ def run_command(command, timeout: float = 300, env=None, cwd=None) -> subprocess
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(real_root, tmp_path_factory) -> Path:
-    """A 2-epoch model of the real MNIST (~97% on the test set), trained once per session."""
+    """A 2-epoch model of the real MNIST (~97% on the test set), trained once per session, with eager steps
+    (whichever test asks for it first, the same model)."""
     from torch_mnist import TrainConfig, run_training
 
     out = tmp_path_factory.mktemp("model") / "ckpt.pt"
-    run_training(TrainConfig(epochs=2), real_root, torch.device("cpu"), out)
+    run_training(TrainConfig(epochs=2, compile=False), real_root, torch.device("cpu"), out)
     return out
 
 

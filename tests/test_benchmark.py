@@ -25,24 +25,25 @@ class TestBenchmark:
         timed_flops = sum(row["gflops"] * 1e9 * row["seconds"] for row in floor["per_shape"].values())
         assert timed_flops == pytest.approx(step_flops, rel=1e-9)
 
+    @pytest.mark.compile  # the update's row compiles it, as make bench does
     def test_report_on_synthetic_data(self, synthetic_root, monkeypatch):
         monkeypatch.setattr(benchmark, "peer_epochs", lambda *args: {})  # the peers' rows: the next tests
-        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16", "foreach"),
+        result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("bf16", "eager"),
                                deployment=False)
         report = format_report(result)
-        update = result["fast_epoch_seconds"]["optimizer_update"]  # "fused" where a C++ compiler built it
-        assert update in ("fused", "foreach")
-        assert f"| fast path (in-memory, {update} update), seconds per epoch |" in report
-        assert "| fast path with --amp bf16 (bf16 matmuls), seconds per epoch |" in report
-        assert "| fast path with the eager foreach update (RMSprop(fused=False)), seconds per epoch |" in report
-        assert result["variants"]["foreach"]["optimizer_update"] == "foreach"
+        step = result["fast_epoch_seconds"]["step"]  # "eager" only where torch.compile cannot build here
+        assert step in ("compiled", "eager")
+        assert f"| fast path (in-memory, {step} step), seconds per epoch |" in report
+        assert "| fast path with --amp bf16 (bf16 matmuls, compiled step), seconds per epoch |" in report
+        assert "| fast path with eager steps (--no-compile), seconds per epoch |" in report
+        assert result["variants"]["eager"]["step"] == "eager"
         assert result["cpu"] in report.splitlines()[0] and result["cpu_capability"] in report.splitlines()[0]
         assert result["sequenced_floor_seconds"] > 0
         assert list(result["step_phases_ms"]) == list(benchmark.PHASES)
         assert all(ms > 0 for ms in result["step_phases_ms"].values())
         assert "| whole step |" in report and "| backward |" in report
         alone = result["update_alone_ms"]
-        assert alone["foreach_implementation"] == "foreach" and alone["fused"] > 0 and alone["foreach"] > 0
+        assert alone["compiled"] > 0 and alone["foreach"] > 0
         assert "The optimizer's update alone" in report
         assert "| the same products in a step's order, a new batch each step |" in report
         assert "| DataLoader path, seconds per epoch |" in report

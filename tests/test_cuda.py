@@ -31,8 +31,9 @@ def test_non_finite_loss_is_caught_on_cuda(synthetic_root, tmp_path):
         run_training(TrainConfig(epochs=1, lr=1e20), synthetic_root, torch.device("cuda"), tmp_path / "c.pt")
 
 
+@pytest.mark.compile
 def test_compiled_bf16_run_learns_on_cuda(synthetic_root, tmp_path):
-    # --compile on CUDA needs Triton (shipped with the CUDA wheels); bf16 autocast runs on tensor cores.
+    # The compiled step on CUDA needs Triton (shipped with the CUDA wheels); bf16 autocast runs on tensor cores.
     config = TrainConfig(epochs=2, compile=True, amp="bf16")
     history = run_training(config, synthetic_root, torch.device("cuda"), tmp_path / "fast.pt").history
     assert history["val_accuracy"][-1] > 0.9

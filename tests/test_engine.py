@@ -69,7 +69,7 @@ class TestTrainOneEpoch:
     def test_meter_reads_weighted_means_and_the_first_bad_step_at_once(self):
         meter = EpochMeter(CPU)
         for step, (value, size) in enumerate([(1.0, 4), (2.0, 4), (float("nan"), 4), (3.0, 2)]):
-            meter.record(step, torch.tensor(value), torch.zeros(size, 10), torch.zeros(size, dtype=torch.long))
+            meter.record(step, torch.tensor(value), torch.tensor(size), size)
             if step == 1:
                 assert meter.read() == {"loss": 1.5, "accuracy": 1.0, "non_finite_step": 0}
         assert meter.read()["non_finite_step"] == 3
@@ -77,7 +77,7 @@ class TestTrainOneEpoch:
             raise meter.non_finite_error(7, 3)
         assert meter.step_losses()[[0, 1, 3]].tolist() == [1.0, 2.0, 3.0]
         with pytest.raises(ValueError, match="step 5 recorded after 4 steps"):
-            meter.record(5, torch.tensor(1.0), torch.zeros(1, 10), torch.zeros(1, dtype=torch.long))
+            meter.record(5, torch.tensor(1.0), torch.tensor(1), 1)
 
     def test_an_empty_meter_reads_no_figures(self):
         figures = EpochMeter(CPU).read()

@@ -12,7 +12,7 @@ PACKAGE = REPO / "torch_mnist"
 UNITS = [
     "errors", "files", "history",  # basics everything may use
     "distributed",  # torchrun's process group and shards (the batches take their share)
-    "model",  # the MLP, the loss, RMSprop and its fused kernel
+    "model",  # the MLP, the loss and RMSprop
     "data",  # the datasets as data, idx files, torchvision datasets, batches
     "config", "recipe",  # the configuration, and the one place it becomes objects
     "training",  # one epoch, the run, checkpoints, progress, logs, devices

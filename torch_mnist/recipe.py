@@ -39,8 +39,7 @@ def build(config: TrainConfig, device: torch.device) -> Recipe:
     init_generator = torch.Generator().manual_seed(config.seed)  # a stream apart from shuffling and dropout
     model = new_model(config, init_generator).to(device)
     optimizer = RMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps,
-                        eps_placement=KERAS_SEMANTICS[config.keras_semantics]["eps_placement"],
-                        compiled=config.compile)
+                        eps_placement=KERAS_SEMANTICS[config.keras_semantics]["eps_placement"])
     return Recipe(model, optimizer, loss_of(config), normalization_of(config), AUTOCAST_DTYPES[config.amp])
 
 

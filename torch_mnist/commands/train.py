@@ -43,9 +43,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS),
                    help=f"RMSprop epsilon placement and loss clipping of that Keras generation "
                         f"(default: {DEFAULTS.keras_semantics})")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model and the optimizer's update (first epoch includes compiling; "
-                        "default: off)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="each training step as one torch.compile graph: forward, backward and RMSprop update "
+                        "(the first epoch includes compiling; without a working compiler it trains eagerly, "
+                        "with a note); --no-compile: eager steps. Under torchrun steps are eager through DDP "
+                        "(default: on)")
     p.add_argument("--amp", choices=AMP_MODES,
                    help=f"bf16: training forward passes under bfloat16 autocast (default: {DEFAULTS.amp})")
     data_flag(p)

@@ -1,1 +1,1 @@
-"""The model and its arithmetic: the MLP, the loss, Keras' RMSprop and its fused CPU update."""
+"""The model and its arithmetic: the MLP, the loss and Keras' RMSprop."""

@@ -11,7 +11,7 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -20,25 +20,25 @@ from ..config import TrainConfig
 from ..data.mnist import load_mnist
 from ..training.engine import EpochMeter, evaluate, train_one_epoch, training_step
 from ..model.mlp import IMAGE_PIXELS, MLP
-from ..model.optim import RMSprop
+from ..model.optim import rmsprop_update
 from ..recipe import build, normalization_of
-from ..training.runtime import check_compile, compile_model, cpu_name, fast_cpu_math, native_bf16_cpu
+from ..training.compiled import CompiledStep
+from ..training.runtime import cpu_name, fast_cpu_math, native_bf16_cpu
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the shapes the floor is computed for
 
 
 @dataclass(frozen=True)
 class Variant:
-    """The fast path with one thing changed: train.py's speed options, or the optimizer's update."""
+    """The fast path with train.py's speed options changed."""
 
     label: str
     config: Dict = field(default_factory=dict)  # TrainConfig overrides
-    fused: Optional[bool] = None  # RMSprop(fused=...): None uses the fused CPU kernel where it builds
 
 
-VARIANTS = {"foreach": Variant("fast path with the eager foreach update (RMSprop(fused=False))", fused=False),
-            "compile": Variant("fast path with --compile", {"compile": True}),
-            "bf16": Variant("fast path with --amp bf16 (bf16 matmuls)", {"amp": "bf16"})}
+VARIANTS = {"eager": Variant("fast path with eager steps (--no-compile)", {"compile": False}),
+            "bf16": Variant("fast path with --amp bf16 (bf16 matmuls, compiled step)", {"amp": "bf16"}),
+            "eager-bf16": Variant("fast path with --amp bf16 and eager steps", {"amp": "bf16", "compile": False})}
 
 
 def _sync(device: torch.device) -> None:
@@ -125,24 +125,24 @@ def sequenced_floor(device: torch.device, batch_size: int = 128, hidden: int = 5
         -(-TEST_IMAGES // batch_size) * validation
 
 
-def epoch_timer(train_batches, test_batches, device: torch.device, config: TrainConfig = TrainConfig(),
-                fused: Optional[bool] = None) -> Tuple[Callable[[], float], RMSprop]:
-    """A function timing one whole epoch (training + validation) of a fresh run of ``config``, and its
-    optimizer. ``fused`` is the optimizer's choice of update (see :class:`~torch_mnist.model.optim.RMSprop`)."""
+def epoch_timer(train_batches, test_batches, device: torch.device,
+                config: TrainConfig = TrainConfig()) -> Tuple[Callable[[], float], Callable[[], str]]:
+    """A function timing one whole epoch (training + validation) of a fresh run of ``config``, as the
+    training loop runs it, and one saying which step ran ("compiled" or "eager")."""
     recipe = build(config, device)
-    recipe.optimizer.fused = False if config.compile else fused
-    train_model = compile_model(recipe.model) if config.compile else recipe.model
+    step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn, recipe.autocast_dtype) \
+        if config.compile else None
 
     def one_epoch() -> float:
         _sync(device)
         start = time.perf_counter()
-        train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
-                        autocast_dtype=recipe.autocast_dtype)
-        evaluate(train_model, test_batches, device, recipe.loss_fn)
+        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn,
+                        autocast_dtype=recipe.autocast_dtype, step=step)
+        evaluate(recipe.model, test_batches, device, recipe.loss_fn)
         _sync(device)
         return time.perf_counter() - start
 
-    return one_epoch, recipe.optimizer
+    return one_epoch, lambda: step.implementation if step else "eager"
 
 
 def interleaved(timers: Dict[str, Callable[[], float]], repeats: int, device: torch.device) -> Dict[str, Dict]:
@@ -175,10 +175,11 @@ def profile_epoch(train_batches, device: torch.device, top: int = 10,
     from torch.profiler import ProfilerActivity, profile
 
     recipe = build(config, device)
+    step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn) if config.compile else None
     with fast_cpu_math(device):
-        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn)  # warm-up
+        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn, step=step)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn)
+            train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn, step=step)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
@@ -188,28 +189,30 @@ def profile_epoch(train_batches, device: torch.device, top: int = 10,
 
 
 def update_alone(device: torch.device, config: TrainConfig = TrainConfig()) -> Dict[str, float]:
-    """Milliseconds of one optimizer update on the model's parameters, fused and foreach, outside training.
+    """Milliseconds of one RMSprop update of the model's parameters outside training: the eager foreach
+    update, and the same function through ``torch.compile`` (what the compiled step's fused update costs).
 
     The gradients stay the same from call to call and hot in the cache, so this is the update's own
     cost; inside a step it reads gradients the backward pass has just written.
     """
-    timings = {}
+    recipe = build(config, device)
+    params = [p.detach() for p in recipe.model.parameters()]
+    grads = [torch.randn_like(p) * 1e-3 for p in params]
+    averages = [recipe.optimizer.square_avg(p) for p in params]
+    group = recipe.optimizer.param_groups[0]
+    arguments = (params, grads, averages, group["lr"], group["rho"], group["eps"], group["eps_placement"] == "inside")
+    compiled = torch.compile(rmsprop_update, fullgraph=True, dynamic=False)
     with fast_cpu_math(device):
-        for name, fused in (("fused", None), ("foreach", False)):
-            recipe = build(config, device)
-            recipe.optimizer.fused = fused
-            for param in recipe.model.parameters():
-                param.grad = torch.randn_like(param) * 1e-3
-            timings[name] = 1000 * best_time(recipe.optimizer.step, device, calls=200, repeats=5)
-            timings[name + "_implementation"] = recipe.optimizer.implementation
-    return timings
+        return {name: 1000 * best_time(lambda: update(*arguments), device, calls=200, repeats=5)
+                for name, update in (("foreach", rmsprop_update), ("compiled", compiled))}
 
 
 PHASES = ("batch", "forward and loss", "backward", "update", "bookkeeping")
 
 
 def step_phases(train_batches, device: torch.device, config: TrainConfig = TrainConfig()) -> Dict[str, float]:
-    """Milliseconds per step of each phase of a fast-path training step, over one epoch after a warm-up one.
+    """Milliseconds per step of each phase of an eager training step (``--no-compile``), over one epoch
+    after a warm-up one: where the time goes that the compiled step saves.
 
     The loop's own :func:`~torch_mnist.training.engine.training_step`, with a clock read between
     phases (and, on CUDA, a synchronisation): unlike the profiler, nothing is added to
@@ -225,9 +228,9 @@ def step_phases(train_batches, device: torch.device, config: TrainConfig = Train
             times = [time.perf_counter()]
             images, labels = next(batches)
             times.append(_clock(device))
-            loss, logits = training_step(model, optimizer, loss_fn, images, labels,
-                                         mark=lambda: times.append(_clock(device)))
-            meter.record(step, loss, logits, labels)
+            loss, correct = training_step(model, optimizer, loss_fn, images, labels,
+                                          mark=lambda: times.append(_clock(device)))
+            meter.record(step, loss, correct, len(labels))
             if device.type == "cpu":
                 math.isfinite(loss.item())  # the loop's divergence check
             times.append(_clock(device))
@@ -303,19 +306,16 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         return InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
 
     in_order = InMemoryBatches(test_set, config.batch_size)
-    if "compile" in variants:
-        check_compile(device)
     contenders = {"fast": epoch_timer(shuffled(), in_order, device, config)}
     with fast_cpu_math(device):
         contenders["fast"][0]()  # an epoch before any variant exists, for the fast path's own peak memory
     peak_fast_path = peak_rss_mb()
     for name in variants:  # each a fresh run on its own batches, timed in turn with the others
         variant = VARIANTS[name]
-        contenders[name] = epoch_timer(shuffled(), in_order, device, replace(config, **variant.config),
-                                       variant.fused)
+        contenders[name] = epoch_timer(shuffled(), in_order, device, replace(config, **variant.config))
     timings = interleaved({name: timer for name, (timer, _) in contenders.items()}, repeats, device)
-    for name, (_, optimizer) in contenders.items():
-        timings[name]["optimizer_update"] = optimizer.implementation
+    for name, (_, implementation) in contenders.items():
+        timings[name]["step"] = implementation()
     result = {
         "device": str(device),
         "cpu": cpu_name(),
@@ -329,7 +329,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "peak_rss_mb_fast_path": peak_fast_path,
         "eval_images_per_second": evaluation_throughput(in_order, device),
         "profile": profile_epoch(shuffled(), device, config=config),
-        "step_phases_ms": step_phases(shuffled(), device, config),
+        "step_phases_ms": step_phases(shuffled(), device, replace(config, compile=False)),
         "update_alone_ms": update_alone(device, config),
         "variants": timings,
         "deployment": deployment_speed() if deployment else {},

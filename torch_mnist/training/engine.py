@@ -15,6 +15,7 @@ from ..model.losses import cross_entropy
 from .progress import Progress
 
 LossFn = Callable[..., torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]  # (images, labels) -> (loss, correct)
 
 
 class NonFiniteLossError(UserError):
@@ -44,12 +45,12 @@ class EpochMeter:
     def recorded(self) -> int:
         return len(self.losses)
 
-    def record(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def record(self, step: int, loss: torch.Tensor, correct: torch.Tensor, batch_size: int) -> None:
         if step != self.recorded:
             raise ValueError(f"step {step} recorded after {self.recorded} steps")
         self.losses.append(loss.detach())
-        self.correct.append((logits.argmax(dim=1) == labels).sum())
-        self.sizes.append(len(labels))
+        self.correct.append(correct)
+        self.sizes.append(batch_size)
 
     def step_losses(self) -> torch.Tensor:
         """Each recorded step's loss, one tensor on the device."""
@@ -78,7 +79,8 @@ class EpochMeter:
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, images: torch.Tensor,
                   labels: torch.Tensor, precision=contextlib.nullcontext(),
                   mark: Callable[[], None] = lambda: None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One step: zero_grad, forward and loss, backward, update; returns ``(loss, logits)``.
+    """One eager step: zero_grad, forward and loss, backward, update; returns ``(loss, correct)``, the batch's
+    mean loss and its count of right predictions (as :class:`~torch_mnist.training.compiled.CompiledStep`).
 
     ``mark`` is called after the forward and loss, after the backward and after the update: the
     benchmark's clock between phases times this very step (by default it does nothing).
@@ -92,13 +94,13 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: L
     mark()
     optimizer.step()
     mark()
-    return loss, logits
+    return loss, (logits.argmax(dim=1) == labels).sum()
 
 
 def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, loss_fn: LossFn = cross_entropy, epoch: int = 1,
                     progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
-                    stop_on_non_finite: bool = True) -> Dict[str, float]:
+                    stop_on_non_finite: bool = True, step: Optional[Step] = None) -> Dict[str, float]:
     """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy", "non_finite_step", "step_losses"}``
     (the last: each step's mean batch loss, a CPU tensor).
 
@@ -108,21 +110,25 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
     others waiting in the next all-reduce, so the ranks decide together after the epoch.
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward passes under
     autocast; the weights, their gradients and the optimizer stay float32.
+    ``step`` replaces the eager :func:`training_step` (with ``optimizer``, ``loss_fn`` and
+    ``autocast_dtype``) by another with its signature, e.g. a
+    :class:`~torch_mnist.training.compiled.CompiledStep` of the same objects.
     """
     model.train()
     meter = EpochMeter(device)
     check_each_step = stop_on_non_finite and device.type == "cpu"
     precision = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    for step, (images, labels) in enumerate(batches):
-        loss, logits = training_step(model, optimizer, loss_fn, images, labels, precision)
-        meter.record(step, loss, logits, labels)
+    step = step or (lambda images, labels: training_step(model, optimizer, loss_fn, images, labels, precision))
+    for index, (images, labels) in enumerate(batches):
+        loss, correct = step(images, labels)
+        meter.record(index, loss, correct, len(labels))
         if check_each_step and not math.isfinite(loss.item()):  # on the CPU a read costs nothing
-            raise meter.non_finite_error(epoch, step + 1)  # stop at once, not 400 NaN steps later
+            raise meter.non_finite_error(epoch, index + 1)  # stop at once, not 400 NaN steps later
         if progress is not None and progress.due():
             figures = meter.read()
             if stop_on_non_finite and figures["non_finite_step"]:
                 raise meter.non_finite_error(epoch, figures["non_finite_step"])
-            progress.show(step + 1, figures)
+            progress.show(index + 1, figures)
     figures = meter.read()
     if stop_on_non_finite and figures["non_finite_step"]:
         raise meter.non_finite_error(epoch, figures["non_finite_step"])

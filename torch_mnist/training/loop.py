@@ -20,7 +20,8 @@ from .logs import RunLog
 from ..model.mlp import MLP
 from .progress import Progress
 from ..recipe import build
-from .runtime import check_compile, compile_model, fast_cpu_math, native_bf16_cpu
+from .compiled import CompiledStep
+from .runtime import fast_cpu_math, native_bf16_cpu
 
 
 @dataclass
@@ -99,7 +100,10 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
                              dataset=config.dataset))
 
     train_batches, test_batches = local_main_first(both_splits, shard, device)
-    train_model = _training_model(recipe.model, config, device, shard, train_batches.num_samples)
+    train_model = _training_model(recipe.model, config, shard, device, train_batches.num_samples)
+    # One compiled graph per step in one process; under torchrun, DDP's eager steps (it all-reduces gradients).
+    step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn, recipe.autocast_dtype) \
+        if config.compile and not shard.distributed else None
     writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
     progress = progress or Progress("quiet")
     result = RunResult(history, recipe.model, test_batches)
@@ -113,7 +117,8 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
                 with progress.epoch(epoch, config.epochs, len(train_batches)):
                     train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
                                             epoch, progress, recipe.autocast_dtype,
-                                            stop_on_non_finite=not shard.distributed)  # under DDP, decided below
+                                            stop_on_non_finite=not shard.distributed,  # under DDP, decided below
+                                            step=step)
                     train = reduce_epoch(train, shard, device)  # figures averaged, the first bad step shared
                     if train["non_finite_step"]:
                         raise NonFiniteLossError(epoch, train["non_finite_step"])
@@ -152,19 +157,15 @@ def _check_speed_options(config: TrainConfig, device: torch.device, shard: Shard
     if config.amp == "bf16" and device.type == "cpu" and native_bf16_cpu() is False and shard.is_main:
         warnings.warn("--amp bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX), so bf16 is emulated "
                       "and slower than float32 here; the default float32 is the fast choice", Note, stacklevel=3)
-    if config.compile:
-        if shard.world_size > 1:
-            raise UserError("--compile is not supported under torchrun; run without it")
-        check_compile(device)  # one clear line now rather than a compiler traceback at the first step
 
 
-def _training_model(model: MLP, config: TrainConfig, device: torch.device, shard: Shard,
+def _training_model(model: MLP, config: TrainConfig, shard: Shard, device: torch.device,
                     num_samples: int) -> torch.nn.Module:
-    """What the loop trains through: ``model`` itself, DDP under torchrun, or its compiled form."""
+    """What the loop trains and validates through: ``model`` itself, or DDP under torchrun."""
     if shard.world_size > 1:
         check_divisible(num_samples, config.batch_size, shard.world_size)
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return compile_model(model) if config.compile else model
+    return model
 
 
 def resume_config(checkpoint: dict, epochs: Optional[int] = None) -> TrainConfig:

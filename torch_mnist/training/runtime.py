@@ -1,4 +1,4 @@
-"""Where and how a run executes: device selection, CPU floating-point settings, torch.compile."""
+"""Where and how a run executes: device selection, CPU floating-point settings, the CPU's name and bf16."""
 
 import contextlib
 import platform
@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..errors import UserError, one_line
+from ..errors import UserError
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -78,25 +78,3 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """``--compile``'s model: forward and backward through ``torch.compile``, parameters shared.
-
-    The shapes are fixed (a full and a ragged last batch: one graph each), so no dynamic shapes.
-    """
-    return torch.compile(model, dynamic=False)
-
-
-def check_compile(device: torch.device) -> None:
-    """Fail early, in one line, where torch.compile cannot build kernels for ``device``.
-
-    Inductor needs a C++ compiler for CPU kernels and Triton for CUDA ones; without
-    them the first training step would fail with a long compiler traceback.
-    """
-    try:
-        probe = torch.compile(lambda x: x * 2 + 1, fullgraph=True)
-        probe(torch.ones(8, device=device))
-    except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
-        raise UserError(f"--compile: torch.compile cannot build kernels for {device} on this machine "
-                        f"({one_line(e)}); run without --compile") from None
