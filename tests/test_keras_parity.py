@@ -92,7 +92,7 @@ def test_every_step_from_shared_state_agrees_with_keras(mnist):
     model, optimizer, reference = _keras3_pair()
     parameters = dict(model.named_parameters())
     batches = iter(InMemoryBatches(train_set, 128, torch.Generator().manual_seed(0)))
-    worst = {"difference": 0.0}
+    worst, at_the_clip, kinks = {"difference": 0.0}, [], []
     for step in range(STEPS):
         # Keras starts every step from our weights and our squared-gradient averages ...
         for dense, linear in zip(reference.layers, model.layers):
@@ -102,18 +102,55 @@ def test_every_step_from_shared_state_agrees_with_keras(mnist):
             square_avg = optimizer.state[p].get("square_avg", torch.zeros_like(p))
             velocity.assign(square_avg.T if p.dim() == 2 else square_avg)
         images, labels = next(batches)
+        if _a_label_probability_at_the_clip(model, images, labels):
+            at_the_clip.append(step + 1)
+        with torch.no_grad():  # hidden units a sample's rounding may switch on or off (ReLU's kink)
+            at_the_kink = (model.fc1(images).abs() < KINK).any(dim=0)
+        kinks.append(int(at_the_kink.sum()))
         optimizer.zero_grad()
         cross_entropy(model(images), labels, clip_probabilities=True).backward()
         optimizer.step()
         reference.train_on_batch(images.numpy(), one_hot(labels))
         # ... so one step's rounding is all that can differ; it cannot compound.
-        difference = largest_difference(parameters, keras_parameters(reference))
-        if difference["difference"] > worst["difference"]:
+        ours, theirs = _outside_the_kinks(parameters, keras_parameters(reference), at_the_kink)
+        difference = largest_difference(ours, theirs)
+        if step + 1 not in at_the_clip and difference["difference"] > worst["difference"]:
             worst = {**difference, "step": step + 1}
     # One step: the gradient of a mean over 128 samples carries float32 rounding of ~1e-6 of its
     # terms' size (products of activations and errors, below 1), and RMSprop divides it by at least
     # sqrt(eps) ~ 3.2e-4 before multiplying by lr = 1e-3: at most ~3.2 * 1e-6 ~ 3e-6 per weight.
     assert worst["difference"] <= 3e-6, f"largest one-step difference: {worst}"
+    # Keras 3 clips probabilities to 1 - 1e-7, two float32 steps below 1: a sample that confident is one
+    # rounding away from getting no gradient at all, so a step holding one may differ by that sample's whole
+    # contribution, on any CPU. Such steps are rare this early in training.
+    assert len(at_the_clip) <= STEPS // 10, f"steps with a probability at the clip: {at_the_clip}"
+    # Likewise a hidden unit whose pre-activation for some sample is within rounding of 0: one side's
+    # ReLU may pass that sample's gradient and the other's not, so that unit's incoming weights may
+    # differ by the sample's contribution. They are left out of the step's comparison; they are few.
+    assert sum(kinks) <= 0.01 * STEPS * model.fc1.out_features, f"units at the kink per step: {kinks}"
+
+
+KINK = 1e-5  # |pre-activation| below this: float32 rounding of a 784-term sum (~1e-6) may flip its sign
+
+
+def _outside_the_kinks(ours: dict, theirs: dict, at_the_kink: torch.Tensor):
+    """Both sides' parameters with the incoming weights and bias of the units at the kink set equal (zero)."""
+    ours = {name: p.detach().clone() for name, p in ours.items()}
+    theirs = {name: torch.as_tensor(p).clone() for name, p in theirs.items()}
+    for name in ("fc1.weight", "fc1.bias"):
+        ours[name][at_the_kink] = 0
+        theirs[name][at_the_kink] = 0
+    return ours, theirs
+
+
+def _a_label_probability_at_the_clip(model, images, labels) -> bool:
+    """Whether a sample's probability of its label is within two float32 steps of Keras 3's clip bounds."""
+    with torch.no_grad():
+        probabilities = model(images).softmax(dim=1).gather(1, labels.unsqueeze(1))
+    upper, lower = torch.tensor(1 - 1e-7), torch.tensor(1e-7)
+    near_upper = probabilities >= upper - 2 * torch.finfo(torch.float32).eps / 2  # float32 steps below 1: 2**-24
+    near_lower = (probabilities - lower).abs() <= 2 * lower * torch.finfo(torch.float32).eps
+    return bool((near_upper | near_lower).any())
 
 
 def test_epoch_bookkeeping_equals_keras_history(mnist):

@@ -12,9 +12,11 @@ tensor with the hyperparameters as 0-dim tensors: a run with another learning
 rate reuses the compiled graph instead of compiling a new one.
 """
 
+import contextlib
+import logging
 import types
 import warnings
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 from torch import nn
@@ -62,6 +64,20 @@ def _new_compiled_step() -> Callable:
     return torch.compile(copy, fullgraph=True, dynamic=False)
 
 
+@contextlib.contextmanager
+def _quiet_cuda_probe() -> Iterator[None]:
+    """Inductor's CPU build looks for a CUDA toolkit, and torch logs "No CUDA runtime is found" as a warning
+    on every machine with a toolkit but no GPU: a line about nothing this run uses. That logger is quieted
+    while compiling, and left as it was."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class CompiledStep:
     """``step(images, labels) -> (loss, correct)``: one training step of ``model`` with ``optimizer`` as one
     compiled graph, the weights and :class:`RMSprop`'s squared-gradient averages updated in place.
@@ -99,7 +115,8 @@ class CompiledStep:
         if signature in self._compiled_signatures:
             return self._compiled_step(*arguments)
         try:  # compiling happens here; it fails before the graph runs, so nothing has been updated
-            result = self._compiled_step(*arguments)
+            with _quiet_cuda_probe():
+                result = self._compiled_step(*arguments)
         except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
             warnings.warn(f"the training step cannot be compiled here ({one_line(e)}); training eagerly, "
                           "which is slower", Note, stacklevel=2)
