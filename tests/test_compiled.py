@@ -147,6 +147,21 @@ class TestCompiledGraph:
         assert _ulps(loss, eager_loss) <= 8
         assert_within_rounding_of_a_step(ours.model, eager.model)
 
+    def test_what_the_graph_was_built_for_is_checked_even_where_other_guards_are_skipped(self):
+        # After its first calls a step skips all but the guards that tell its graphs apart; a change of
+        # anything its signature holds (eps placement, train/eval, the batch shape) still builds a new graph.
+        ours, eager = _twins()
+        step = CompiledStep(ours.model, ours.optimizer, ours.loss_fn)
+        batches = _batches((128, 128, 128, 64))
+        for index, (images, labels) in enumerate(batches):
+            if index == 2:
+                for recipe in (ours, eager):
+                    recipe.optimizer.param_groups[0]["eps_placement"] = "inside"
+            step(images, labels)
+            training_step(eager.model, eager.optimizer, eager.loss_fn, images, labels)
+            assert_within_rounding_of_a_step(ours.model, eager.model)
+        assert step.implementation == "compiled"
+
     def test_runs_of_other_settings_compile_their_own_graphs_and_keep_compiling(self):
         # More runs in one process than torch.compile's per-function bound (8 graphs) allows:
         # each run's step has a cache of its own, so none falls back to eager.

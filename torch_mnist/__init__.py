@@ -18,6 +18,7 @@ _EXPORTS = {
     "Normalization": "data.mnist", "load_mnist": "data.mnist",
     "resolve_data_root": "data.registry",
     "evaluate": "training.engine", "fit": "training.engine", "train_one_epoch": "training.engine",
+    "CompiledStep": "training.compiled",
     "UserError": "errors",
     "new_history": "history",
     "cross_entropy": "model.losses",

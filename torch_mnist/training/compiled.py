@@ -113,7 +113,11 @@ class CompiledStep:
                      self._hyperparameters(group, images.device), group["eps_placement"] == "inside",
                      self.loss_fn, self.autocast_dtype)
         if signature in self._compiled_signatures:
-            return self._compiled_step(*arguments)
+            # This graph exists and everything its guards check is fixed for this step's life but what
+            # ``signature`` holds (the model, the loss, the precision, the state's shapes), so only the
+            # guards that tell its graphs apart (the batch shape) need to run: ~0.1 ms a step saved.
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return self._compiled_step(*arguments)
         try:  # compiling happens here; it fails before the graph runs, so nothing has been updated
             with _quiet_cuda_probe():
                 result = self._compiled_step(*arguments)

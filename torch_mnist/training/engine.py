@@ -182,19 +182,21 @@ def predict_probabilities(model: nn.Module, normalization: Normalization, pixels
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Iterable, val_batches: Iterable,
         device: torch.device, epochs: int, *, loss_fn: LossFn = cross_entropy, history: Optional[History] = None,
-        progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None) -> History:
+        progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
+        step: Optional[Step] = None) -> History:
     """Train up to ``epochs`` in all, validating after each, like Keras' ``fit``; return the history.
 
     Continues ``history`` if given (its length is the epochs already done, Keras'
     ``initial_epoch``). ``autocast_dtype`` applies to training only: validation
-    stays float32. :func:`torch_mnist.run_training` is the same loop with
-    checkpoints, resume and data parallelism around it.
+    stays float32; ``step`` as in :func:`train_one_epoch` (eager by default). :func:`torch_mnist.run_training`
+    is the same loop with checkpoints, resume and data parallelism around it, and the compiled step.
     """
     history = history if history is not None else new_history()
     progress = progress or Progress("quiet")
     for epoch in range(len(history["loss"]) + 1, epochs + 1):
         with progress.epoch(epoch, epochs, len(train_batches)):
-            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress, autocast_dtype)
+            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress, autocast_dtype,
+                                    step=step)
             val = evaluate(model, val_batches, device, loss_fn)
         progress.end_epoch(record_epoch(history, train, val))
     return history
