@@ -162,17 +162,15 @@ class TestCompiledGraph:
             assert_within_rounding_of_a_step(ours.model, eager.model)
         assert step.implementation == "compiled"
 
-    def test_runs_of_other_settings_compile_their_own_graphs_and_keep_compiling(self):
-        # More runs in one process than torch.compile's per-function bound (8 graphs) allows:
-        # each run's step has a cache of its own, so none falls back to eager.
+    def test_each_run_compiles_into_a_cache_of_its_own(self):
+        # torch.compile bounds the graphs one function may hold (recompile_limit, 8 by default); a
+        # process that trains many runs would meet it if their steps shared one. With the bound at 1,
+        # runs of two shapes and a run of each again all still compile.
         images, labels = _batches((128,))[0]
-        with warnings.catch_warnings():
+        with torch._dynamo.config.patch(recompile_limit=1), warnings.catch_warnings():
             warnings.simplefilter("error", Note)
-            for lr in (1e-3, 2e-3, 3e-3):
-                for semantics in ("keras2", "keras3"):
-                    for hidden in ((32,), (16, 8)):
-                        recipe = build(TrainConfig(lr=lr, keras_semantics=semantics, hidden=hidden), CPU)
-                        step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn)
-                        step(images, labels)
-                        step(images[:50], labels[:50])
-                        assert step.implementation == "compiled"
+            for hidden in ((32,), (16, 8), (32,), (16, 8)):
+                recipe = build(TrainConfig(hidden=hidden), CPU)
+                step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn)
+                step(images, labels)
+                assert step.implementation == "compiled"
