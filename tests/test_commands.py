@@ -109,7 +109,8 @@ def test_output_piped_into_head_ends_quietly(tmp_path):
     from conftest import make_synthetic_root
     root = make_synthetic_root(tmp_path / "data")
     train = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--epochs", "1", "--hidden", "8",
-                            "--data-dir", str(root), "--out", str(tmp_path / "c.pt"), "--quiet", "--no-plots", "--no-compile"],
+                            "--data-dir", str(root), "--out", str(tmp_path / "c.pt"), "--quiet", "--no-plots",
+                            "--no-compile"],
                            capture_output=True, timeout=300)
     assert train.returncode == 0, train.stderr
     command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'scripts' / 'evaluate.py'))} --checkpoint "
