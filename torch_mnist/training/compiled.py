@@ -1,7 +1,7 @@
 """The training step as one compiled graph: forward, backward, RMSprop update, loss and correct count.
 
-Eagerly, a step is some thirty operator calls, each a pass over memory and a
-trip through Python. Here the forward runs through the ``nn.Module`` itself
+Eagerly, every operation of a step is its own call: a pass over memory and a
+trip through Python and the dispatcher. Here the forward runs through the ``nn.Module`` itself
 (``torch.func.functional_call``), ``torch.func.grad_and_value`` derives the
 backward, and the update writes the model's parameters and the optimizer's
 averages in place, all traced once by ``torch.compile`` into a single graph
@@ -88,6 +88,10 @@ class CompiledStep:
     compiler, no Triton, an unsupported setting), this step says so once (a :class:`Note`) and trains
     eagerly with ``torch.optim``'s protocol from then on: the run continues, slower, from the same state.
     :attr:`implementation` says which ran last: ``"compiled"`` or ``"eager"``.
+
+    The model's structure and attributes (layers, dropout rate) and ``loss_fn`` are fixed for the step's
+    life: after a shape's first call only the guards that tell its graphs apart run. Train/eval mode,
+    the eps placement, the hyperparameters and the optimizer's state may change between calls.
     """
 
     def __init__(self, model: nn.Module, optimizer: RMSprop, loss_fn: Callable,
