@@ -1,4 +1,6 @@
+import importlib.util
 import json
+import os
 
 import pytest
 import torch
@@ -78,6 +80,25 @@ class TestBenchmark:
         train_set, test_set = (decode(load_mnist(synthetic_root, split), scale, CPU) for split in (True, False))
         one_epoch = jax_peer(train_set, test_set)
         assert one_epoch() > 0 and one_epoch() > 0  # two epochs: a ragged last batch, a second compiled shape
+
+    @pytest.mark.keras
+    def test_keras_on_jax_trains_in_a_process_of_its_own(self, synthetic_root):
+        pytest.importorskip("jax", reason="the peers extra is not installed (make bench installs it)")
+        if importlib.util.find_spec("keras") is None:  # not imported here: Keras would pick its backend
+            pytest.skip("the parity extra is not installed")
+        from torch_mnist import Normalization, decode, load_mnist
+        from torch_mnist.reports.peers import keras_jax_peer
+        scale = Normalization.named("scale")
+        train_set, test_set = (decode(load_mnist(synthetic_root, split), scale, CPU) for split in (True, False))
+        backend_here = os.environ.get("KERAS_BACKEND")
+        peer = keras_jax_peer(train_set, test_set)
+        assert peer is not None
+        try:
+            assert peer() > 0 and peer() > 0
+            assert os.environ.get("KERAS_BACKEND") == backend_here  # only its own process runs on JAX
+        finally:
+            peer.close()
+        assert peer._process.poll() == 0  # it ended when its input did
 
     def test_a_saved_run_is_reported_without_measuring(self, tmp_path, capsys):
         (tmp_path / "broken.json").write_text('{"device": "cpu"}')

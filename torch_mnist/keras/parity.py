@@ -15,22 +15,26 @@ from ..errors import UserError
 from ..model.mlp import MLP
 
 
-def import_keras():
-    """Keras 3 on its torch backend, or a :class:`UserError` saying how to get it."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
+def import_keras(backend: str = "torch"):
+    """Keras 3 on ``backend`` (torch by default), or a :class:`UserError` saying how to get it.
+
+    Keras picks its backend once per process, from ``KERAS_BACKEND`` at its first import.
+    """
+    os.environ.setdefault("KERAS_BACKEND", backend)
     try:
         import keras
     except ImportError:
         raise UserError("Keras is not installed; pip install -e '.[parity]'") from None
-    if keras.backend.backend() != "torch":
-        raise UserError(f"Keras runs on the {keras.backend.backend()} backend; set KERAS_BACKEND=torch")
+    if keras.backend.backend() != backend:
+        raise UserError(f"Keras runs on the {keras.backend.backend()} backend; set KERAS_BACKEND={backend}")
     return keras
 
 
-def keras_reference_model(model: MLP, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7):
+def keras_reference_model(model: MLP, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
+                          backend: str = "torch"):
     """The reference's ``Sequential`` (Dense relu, Dense softmax, RMSprop, categorical CE),
     compiled, starting from ``model``'s current weights."""
-    keras = import_keras()
+    keras = import_keras(backend)
     if len(model.hidden) != 1 or model.dropout:
         raise ValueError("the Keras reference has one hidden layer and no dropout")
     reference = keras.Sequential([
@@ -75,10 +79,10 @@ def largest_difference(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Te
 
 
 def keras_epoch_timer(images: np.ndarray, labels: torch.Tensor, test_images: np.ndarray,
-                      test_labels: torch.Tensor, batch_size: int = 128) -> Callable[[], float]:
+                      test_labels: torch.Tensor, batch_size: int = 128, backend: str = "torch") -> Callable[[], float]:
     """A function that trains the reference program one more epoch under Keras 3 (fit with
     validation) and returns its seconds; the first call includes Keras' warm-up."""
-    reference = keras_reference_model(MLP())
+    reference = keras_reference_model(MLP(), backend=backend)
     train_targets, test_targets = one_hot(labels), one_hot(test_labels)
 
     def one_epoch() -> float:

@@ -28,10 +28,11 @@ def format_report(result: Dict) -> str:
         epoch_row(VARIANTS[name].label, timing)
     for key, label in (("dataloader_epoch_seconds", "DataLoader path"),
                        ("keras_epoch_seconds", "Keras 3 (torch backend)"),
+                       ("keras_jax_epoch_seconds", "Keras 3 (JAX backend)"),
                        ("jax_epoch_seconds", "JAX + optax (jit, data resident)")):
         if key in result:
             epoch_row(label, result[key])
-            lines.append(f"| fast path speed-up over {label.split(' (')[0]} | "
+            lines.append(f"| fast path speed-up over {label} | "
                          f"{result[key]['median'] / fast:.1f}x | |")
     lines.append(f"| evaluation throughput | {result['eval_images_per_second']:,.0f} images/s | |")
     for runtime, speed in result.get("deployment", {}).items():

@@ -253,11 +253,16 @@ def evaluation_throughput(test_batches, device: torch.device) -> float:
 
 def peer_epochs(train_set: TensorSplit, test_set: TensorSplit, repeats: int, device: torch.device) -> Dict:
     """Seconds per epoch of the same program in each other framework installed here, taken in turns."""
-    from .peers import jax_peer, keras_peer
+    from .peers import jax_peer, keras_jax_peer, keras_peer
 
     timers = {key: timer for key, timer in (("keras_epoch_seconds", keras_peer(train_set, test_set)),
+                                             ("keras_jax_epoch_seconds", keras_jax_peer(train_set, test_set)),
                                              ("jax_epoch_seconds", jax_peer(train_set, test_set))) if timer}
-    return interleaved(timers, repeats, device) if timers else {}
+    try:
+        return interleaved(timers, repeats, device) if timers else {}
+    finally:
+        for timer in timers.values():
+            getattr(timer, "close", lambda: None)()  # the Keras-on-JAX process
 
 
 def deployment_speed(repeats: int = 5) -> Dict:

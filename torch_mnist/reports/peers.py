@@ -1,11 +1,18 @@
 """The same program in other frameworks, timed beside ours by the benchmark: Keras 3 on its torch backend
-(the ``parity`` extra) and a plain JAX + optax program under ``jax.jit`` (the ``peers`` extra).
+(the ``parity`` extra), Keras 3 on its JAX backend (``parity`` and ``peers``) and a plain JAX + optax program
+under ``jax.jit`` (the ``peers`` extra).
 
 Each peer is a function that trains one more epoch (training and validation, data resident, batch 128,
 RMSprop with Keras' settings) and returns its seconds; None where the framework is not installed.
 """
 
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -26,6 +33,68 @@ def keras_peer(train_set: TensorSplit, test_set: TensorSplit) -> Optional[EpochT
         return None
     return keras_epoch_timer(train_set.images.cpu().numpy(), train_set.labels, test_set.images.cpu().numpy(),
                              test_set.labels)
+
+
+class KerasOnJax:
+    """The reference program in Keras 3 on its JAX backend, in a process of its own (Keras takes one backend
+    per process, and this one runs on torch): each call asks it for one more epoch and returns its seconds."""
+
+    READY_TIMEOUT_S = 300  # importing Keras and JAX and building the model: seconds, not minutes
+
+    def __init__(self, train_set: TensorSplit, test_set: TensorSplit):
+        self._folder = tempfile.TemporaryDirectory(prefix="torch_mnist-keras-jax-")
+        data = Path(self._folder.name) / "mnist.npz"
+        np.savez(data, images=train_set.images.cpu().numpy(), labels=train_set.labels.cpu().numpy(),
+                 test_images=test_set.images.cpu().numpy(), test_labels=test_set.labels.cpu().numpy())
+        self._process = subprocess.Popen([sys.executable, "-m", __name__, str(data)], text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         env={**os.environ, "KERAS_BACKEND": "jax"})
+
+    def ready(self) -> bool:
+        """Whether the process started and built the model (it prints ``ready``); closes it when not."""
+        if self._process.stdout.readline().strip() == "ready":
+            return True
+        self.close()
+        return False
+
+    def __call__(self) -> float:
+        self._process.stdin.write("epoch\n")
+        self._process.stdin.flush()
+        answer = self._process.stdout.readline()
+        if not answer:
+            raise RuntimeError("the Keras-on-JAX process ended early")
+        return float(answer)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()  # its loop ends at the end of its input
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._folder.cleanup()
+
+
+def keras_jax_peer(train_set: TensorSplit, test_set: TensorSplit) -> Optional[KerasOnJax]:
+    """The reference program as written, in Keras 3 on its JAX backend; None without Keras or JAX."""
+    if not all(importlib.util.find_spec(name) for name in ("keras", "jax")):
+        return None
+    peer = KerasOnJax(train_set, test_set)
+    return peer if peer.ready() else None
+
+
+def _serve_keras_epochs(data: Path) -> None:
+    """The Keras-on-JAX process: load the arrays, build the reference, then one epoch per line read."""
+    from ..keras.parity import keras_epoch_timer
+    import torch
+
+    arrays = np.load(data)
+    one_epoch = keras_epoch_timer(arrays["images"], torch.from_numpy(arrays["labels"]), arrays["test_images"],
+                                  torch.from_numpy(arrays["test_labels"]), backend="jax")
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(one_epoch(), flush=True)
 
 
 def jax_peer(train_set: TensorSplit, test_set: TensorSplit, batch_size: int = 128,
@@ -84,3 +153,7 @@ def jax_peer(train_set: TensorSplit, test_set: TensorSplit, batch_size: int = 12
         return time.perf_counter() - start
 
     return one_epoch
+
+
+if __name__ == "__main__":
+    _serve_keras_epochs(Path(sys.argv[1]))
