@@ -29,7 +29,7 @@ class TestBenchmark:
 
     @pytest.mark.compile  # the update's row compiles it, as make bench does
     def test_report_on_synthetic_data(self, synthetic_root, monkeypatch):
-        monkeypatch.setattr(benchmark, "peer_epochs", lambda *args: {})  # the peers' rows: the next tests
+        monkeypatch.setattr(benchmark, "peer_timers", lambda *args: {})  # the peers' rows: the next tests
         result = run_benchmark(synthetic_root, CPU, repeats=2, loader_repeats=1, variants=("eager",),
                                deployment=False)
         report = format_report(result)

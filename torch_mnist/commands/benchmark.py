@@ -13,12 +13,14 @@ VARIANTS = ("eager", "bf16", "eager-bf16")  # the keys of torch_mnist.reports.be
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser("Measure the fast path against the matmul floor, the DataLoader path and Keras 3, in one run.")
+    p = Parser("Measure the fast path against the matmul floor, the DataLoader path, Keras 3 and JAX, in one run.")
     data_flag(p)
     device_flag(p)
     p.add_argument("--repeats", type=int, default=5, help="timed fast-path epochs (median reported; default: 5)")
     p.add_argument("--loader-repeats", type=int, default=2,
-                   help="timed epochs of the DataLoader path and of Keras 3 (if installed); 0 skips them (default: 2)")
+                   help="timed epochs of the slow contenders, the DataLoader path and Keras 3 on torch; 0 skips "
+                        "them and the other peers (JAX, Keras 3 on JAX: timed --repeats times in turn with ours, "
+                        "where installed) (default: 2)")
     p.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
                    help="speed options to time besides the default fast path (default: all; none: --variants)")
     p.add_argument("--no-deployment", action="store_true",
