@@ -117,3 +117,41 @@ def test_output_piped_into_head_ends_quietly(tmp_path):
                f"{shlex.quote(str(tmp_path / 'c.pt'))} --data-dir {shlex.quote(str(root))} | head -c 5")
     result = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=300)
     assert "Traceback" not in result.stderr and result.stderr == "", result.stderr
+
+
+class TestInterruptions:
+    """A signal that lands inside a C extension (an import, say) may surface as that library's own error."""
+
+    def test_an_error_raised_by_an_interruption_is_the_interruption(self, capsys):
+        from torch_mnist.commands.common import run_main
+
+        def interrupted_in_an_import(argv):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise TypeError("expected a message argument")  # as protobuf's import turned a Ctrl-C into
+
+        assert run_main(interrupted_in_an_import, []) == 130
+        assert capsys.readouterr().err == "interrupted\n"
+
+    def test_an_error_after_our_sigterm_handler_ran_is_the_termination(self, capsys):
+        from torch_mnist.commands.common import Terminated, raise_terminated, run_main
+
+        def terminated_and_lost(argv):
+            try:
+                raise_terminated(15, None)
+            except Terminated:
+                pass  # a C extension that swallowed it ...
+            raise TypeError("expected a message argument")  # ... and failed without saying why
+
+        assert run_main(terminated_and_lost, []) == 143
+        assert capsys.readouterr().err == "interrupted\n"
+
+    def test_any_other_error_is_a_bug_and_keeps_its_traceback(self):
+        from torch_mnist.commands.common import run_main
+
+        def broken(argv):
+            raise TypeError("a bug")
+
+        with pytest.raises(TypeError, match="a bug"):
+            run_main(broken, [])

@@ -23,13 +23,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (exit status 143 instead of 130)."""
 
 
+_signals_received: List[int] = []  # SIGTERMs handled in this process so far
+
+
 def raise_terminated(signum, frame):
+    _signals_received.append(signum)
     raise Terminated()
+
+
+def _interruption_behind(error: BaseException) -> Optional[KeyboardInterrupt]:
+    """The interruption an unexpected error came from, if any: a signal landing inside a C extension's import
+    or call can surface as that library's own error (protobuf's TypeError during ``import onnx``, say), with
+    the interruption as its context, or lost entirely after our SIGTERM handler saw it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return Terminated() if _signals_received else None
 
 
 def run_main(main: Main, argv: Optional[List[str]] = None) -> int:
     """Run a command's ``main``: a :class:`UserError` becomes one stderr line and exit code 2,
     a :class:`Note` one ``note:`` line."""
+    _signals_received.clear()  # a signal handled before this run is not this run's
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", Note)
@@ -55,6 +73,12 @@ def run_main(main: Main, argv: Optional[List[str]] = None) -> int:
         except (OSError, ValueError):
             pass
         return 128 + signal.SIGPIPE
+    except Exception as e:
+        interruption = _interruption_behind(e)
+        if interruption is None:
+            raise  # a bug of ours: its traceback is what a report needs
+        print("interrupted", file=sys.stderr)
+        return 143 if isinstance(interruption, Terminated) else 130
 
 
 def one_line_text(text: str) -> str:
