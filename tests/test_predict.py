@@ -32,6 +32,15 @@ def trained(trained_checkpoint):
 # 3- and 20-epoch models over 1000 digits a family (docs/own-digits.md): within 2.5 points for each family
 # but the stress family, which combines every range's extreme at once (~5 points).
 FAMILY_MARGIN = {"anything: every range at once": 0.08}
+# 150 digits measure a family's gap only to a few points, and the suite's model differs from CPU to CPU
+# (its float32 rounding does): the bound adds this many standard errors of the paired difference.
+STANDARD_ERRORS = 2.5
+
+
+def _paired_standard_error(right_a: np.ndarray, right_b: np.ndarray) -> float:
+    """Standard error of mean(right_a) - mean(right_b) over the same samples (from the discordant pairs)."""
+    difference = right_a.astype(float) - right_b.astype(float)
+    return float(difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 @pytest.mark.slow
@@ -42,9 +51,11 @@ class TestOnRealDigits:
         digits, labels = sample_test_digits(load_mnist(real_root, train=False), 150, seed=11)
         probabilities = _probabilities(checkpoint)
         pixels = np.stack([preprocess_image(capture.data) for capture in capture_family(family, digits, seed=11)])
-        accuracy = np.mean(probabilities(pixels).argmax(1) == labels)
-        on_tensors = np.mean(probabilities(digits).argmax(1) == labels)
-        assert accuracy >= on_tensors - FAMILY_MARGIN.get(family, 0.04), (family, accuracy, on_tensors)
+        right = probabilities(pixels).argmax(1) == labels
+        right_on_tensors = probabilities(digits).argmax(1) == labels
+        accuracy, on_tensors = right.mean(), right_on_tensors.mean()
+        noise = STANDARD_ERRORS * _paired_standard_error(right_on_tensors, right)
+        assert accuracy >= on_tensors - FAMILY_MARGIN.get(family, 0.04) - noise, (family, accuracy, on_tensors, noise)
 
     def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path, capsys):
         test = load_mnist(real_root, train=False)
