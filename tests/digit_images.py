@@ -8,9 +8,10 @@ by the same tilt), so that a test can compare the 28x28 result with its source w
 any model.
 """
 
+import functools
 import io
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -28,7 +29,7 @@ def _save(image: Image.Image, rng: np.random.Generator, jpeg_share: float, quali
         image.convert("RGB" if image.mode == "RGB" else "L").save(
             buffer, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
     else:
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", compress_level=1)  # the pixels are what matter, not the file's size
     return buffer.getvalue()
 
 
@@ -204,6 +205,26 @@ def sample_test_digits(test_set, count: int, seed: int):
     """``count`` test digits drawn at random from the whole test set (a slice would be easier or harder)."""
     order = np.random.default_rng(seed).choice(len(test_set.targets), count, replace=False)
     return test_set.data[order].numpy(), test_set.targets[order].numpy()
+
+
+class PreparedFamily(NamedTuple):
+    digits: np.ndarray  # (N, 28, 28) the source test digits
+    labels: np.ndarray  # (N,)
+    results: np.ndarray  # (N, 28, 28) what preprocess_image made of each capture
+    ideals: np.ndarray  # (N, 28, 28) the ideal preprocessing of each capture (its source turned by its tilt)
+
+
+@functools.lru_cache(maxsize=None)
+def prepared_family(family: str, data_root: str, count: int = 150, seed: int = 11) -> PreparedFamily:
+    """A family's captures of ``count`` random test digits, prepared once per process: the accuracy test
+    and the model-free correlation test read the same captures (making them is most of their cost)."""
+    from torch_mnist.data.mnist import load_mnist
+    from torch_mnist.inference.digits import preprocess_image, to_mnist_canvas
+
+    digits, labels = sample_test_digits(load_mnist(data_root, train=False), count, seed)
+    captures = capture_family(family, digits, seed)
+    return PreparedFamily(digits, labels, np.stack([preprocess_image(capture.data) for capture in captures]),
+                          np.stack([to_mnist_canvas(capture.ideal) for capture in captures]))
 
 
 def main() -> None:

@@ -10,11 +10,10 @@ from PIL import Image
 from torch_mnist import load_checkpoint
 from torch_mnist.commands.predict import main as predict_main
 from torch_mnist.data.mnist import load_mnist
-from torch_mnist.inference.digits import preprocess_image
 from torch_mnist.training.engine import predict_probabilities
 
 from conftest import assert_one_line_error_in_process, run_in_process
-from digit_images import FAMILIES, capture_family, render_on_page, sample_test_digits
+from digit_images import FAMILIES, prepared_family, render_on_page
 
 
 def _probabilities(checkpoint):
@@ -47,10 +46,8 @@ def _paired_standard_error(right_a: np.ndarray, right_b: np.ndarray) -> float:
 class TestOnRealDigits:
     @pytest.mark.parametrize("family", sorted(FAMILIES))
     def test_captured_digits_are_read_nearly_as_well_as_the_test_tensors(self, trained, real_root, family):
-        checkpoint = load_checkpoint(trained)
-        digits, labels = sample_test_digits(load_mnist(real_root, train=False), 150, seed=11)
-        probabilities = _probabilities(checkpoint)
-        pixels = np.stack([preprocess_image(capture.data) for capture in capture_family(family, digits, seed=11)])
+        digits, labels, pixels, _ = prepared_family(family, str(real_root))  # 150 digits, seed 11
+        probabilities = _probabilities(load_checkpoint(trained))
         right = probabilities(pixels).argmax(1) == labels
         right_on_tensors = probabilities(digits).argmax(1) == labels
         accuracy, on_tensors = right.mean(), right_on_tensors.mean()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
@@ -124,6 +125,16 @@ def _stroke_width(mask: np.ndarray) -> float:
     return 2.0 * area / outline
 
 
+def _max_filter(values: np.ndarray, size: int) -> np.ndarray:
+    """Each pixel's maximum over the ``size`` x ``size`` square around it (odd ``size``; the edge repeated
+    beyond the image): Pillow's MaxFilter, as a row pass and a column pass, so its cost grows with ``size``
+    rather than with its square (a page-sized thin-pen drawing needs a window of ~30 px)."""
+    reach = size // 2
+    padded = np.pad(values, reach, mode="edge")
+    rows = sliding_window_view(padded, size, axis=1).max(axis=-1)
+    return sliding_window_view(rows, size, axis=0).max(axis=-1)
+
+
 def to_mnist_canvas(ink: np.ndarray) -> np.ndarray:
     """Crop to the ink, thicken a thin pen's strokes to MNIST's, fit the longer side to 20 px,
     centre by mass in 28x28 (uint8)."""
@@ -136,7 +147,7 @@ def to_mnist_canvas(ink: np.ndarray) -> np.ndarray:
     if width < THIN_STROKE * longer:
         grow = int(round(MNIST_STROKE * longer - width)) | 1  # a max filter of odd size widens by size - 1
         crop = np.pad(crop, grow // 2)
-        crop = np.asarray(Image.fromarray(crop.astype(np.float32)).filter(ImageFilter.MaxFilter(grow)))
+        crop = _max_filter(crop.astype(np.float32), grow)
     height, width = crop.shape
     scale = DIGIT_BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
