@@ -16,6 +16,8 @@ from typing import Callable, Dict, NamedTuple
 import numpy as np
 from PIL import Image, ImageFilter
 
+from torch_mnist.inference.digits import _max_filter
+
 
 @dataclass
 class Capture:
@@ -29,7 +31,7 @@ def _save(image: Image.Image, rng: np.random.Generator, jpeg_share: float, quali
         image.convert("RGB" if image.mode == "RGB" else "L").save(
             buffer, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
     else:
-        image.save(buffer, format="PNG", compress_level=1)  # the pixels are what matter, not the file's size
+        image.save(buffer, format="PNG", compress_level=0)  # the pixels are what matter, not the file's size
     return buffer.getvalue()
 
 
@@ -38,12 +40,12 @@ MNIST_STROKE = 2.5 / 28  # an MNIST stroke's width, of the image's side
 
 def _ink(pixels: np.ndarray, side: int, rng: np.random.Generator, width=(1, 1)) -> np.ndarray:
     """The digit's ink scaled to ``side`` px, its pen ``width`` (a range) times MNIST's (float 0-1)."""
-    ink = Image.fromarray(pixels).resize((side, side), Image.BILINEAR)
+    ink = np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR), dtype=np.float32)
     change = int(round((rng.uniform(*width) - 1) * MNIST_STROKE * side / 2))  # pixels added on each side
-    if change:
+    if change:  # Pillow's MaxFilter or MinFilter, as a row pass and a column pass
         size = 2 * abs(change) + 1
-        ink = ink.filter(ImageFilter.MaxFilter(size) if change > 0 else ImageFilter.MinFilter(size))
-    return np.asarray(ink, dtype=np.float32) / 255.0
+        ink = _max_filter(ink, size) if change > 0 else -_max_filter(-ink, size)
+    return ink / 255.0
 
 
 def _photograph(pixels: np.ndarray, rng: np.random.Generator, *, scale, paper, noise, falloff, tilt, blur,
@@ -62,29 +64,34 @@ def _photograph(pixels: np.ndarray, rng: np.random.Generator, *, scale, paper, n
     sheet[top:top + side, left:left + side] = ink
     angle = draw((-tilt, tilt))
     # The sheet fills the photo, or (``table``) lies turned on a darker table that shows at the corners.
-    on_sheet = np.asarray(Image.new("F", (widths, height), 1.0).rotate(angle, Image.BILINEAR, expand=bool(table)))
+    if table:
+        on_sheet = np.asarray(Image.new("F", (widths, height), 1.0).rotate(angle, Image.BILINEAR, expand=True))
     sheet = np.asarray(Image.fromarray(sheet).rotate(angle, Image.BILINEAR, expand=bool(table)), dtype=np.float32)
     height, widths = sheet.shape
     ideal = np.asarray(Image.fromarray(ink).rotate(angle, Image.BILINEAR, expand=True), dtype=np.float32) * 255
     paper_level = draw(paper)
     paper_colour = paper_level * (1 - tint * rng.uniform(0, 1, 3))  # off-white: each channel a little lower
     pen_colour = np.asarray(pen(rng), dtype=np.float32)
-    image = sheet[..., None] * pen_colour + (1 - sheet[..., None]) * paper_colour  # (H, W, 3)
+    grey = np.ptp(pen_colour) == 0 and tint == 0
+    # A grey capture's three channels are equal until the sensor's noise: worked on as one until then.
+    channels = slice(0, 1) if grey else slice(0, 3)
+    image = sheet[..., None] * pen_colour[channels] + (1 - sheet[..., None]) * paper_colour[channels]  # (H, W, C)
     if table:
         image = on_sheet[..., None] * image + (1 - on_sheet[..., None]) * draw(table)
     # Light falling off across the sheet: a linear ramp in a random direction.
     direction = rng.uniform(0, 2 * np.pi)
-    ys, xs = np.mgrid[0:height, 0:widths]
+    ys, xs = np.arange(height)[:, None], np.arange(widths)[None, :]
     ramp = (np.cos(direction) * xs / widths + np.sin(direction) * ys / height)
     ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-6)
     image = image * (1 - draw(falloff) * ramp)[..., None]
     radius = draw(blur)
     if radius > 0.05:
-        blurred = Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB")
-        image = np.asarray(blurred.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
-    image = image + rng.normal(0, draw(noise), image.shape)
+        levels = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        blurred = Image.fromarray(levels[..., 0] if grey else levels, "L" if grey else "RGB")
+        image = np.asarray(blurred.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32).reshape(image.shape)
+    image = image + rng.normal(0, draw(noise), (height, widths, 3))  # each channel's own noise
     saved = Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8), "RGB")
-    if np.ptp(pen_colour) == 0 and tint == 0:
+    if grey:
         saved = saved.convert("L")
     return Capture(_save(saved, rng, jpeg_share, quality), ideal)
 

@@ -103,11 +103,13 @@ def _robust_surface(terms: np.ndarray, values: np.ndarray, keep: np.ndarray) -> 
     within 3 noise deviations of the majority; returns its coefficients, the paper's noise and the share
     of the samples it calls paper."""
     used = 3  # a plane first, then the quadratic from the paper it found
-    for _ in range(6):
+    for turn in range(6):
         coefficients = _least_squares(terms[keep, :used], values[keep])
         residual = values - terms[:, :used] @ coefficients
         centre, sigma = _centre_and_spread(residual[keep])
-        keep = np.abs(residual - centre) <= max(PAPER_SIGMAS * sigma, 0.5)  # around the majority, not the fit
+        kept, keep = keep, np.abs(residual - centre) <= max(PAPER_SIGMAS * sigma, 0.5)  # around the majority
+        if turn > 0 and np.array_equal(kept, keep):  # the next rounds would repeat this one exactly
+            break
         used = 6
     return coefficients, _centre_and_spread(residual[keep])[1], float(keep.mean())
 
