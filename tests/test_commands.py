@@ -104,14 +104,13 @@ def test_reproduce_checks_its_folder_before_the_first_run(synthetic_root, capsys
 
 
 @pytest.mark.scripts
-def test_output_piped_into_head_ends_quietly(tmp_path):
+def test_output_piped_into_head_ends_quietly(tmp_path, capsys):
     # evaluate.py's report is longer than what `head -1` reads: the rest meets a closed pipe
-    from conftest import make_synthetic_root
+    from conftest import make_synthetic_root, run_in_process
+    from torch_mnist.commands.train import main as train_main
     root = make_synthetic_root(tmp_path / "data")
-    train = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--epochs", "1", "--hidden", "8",
-                            "--data-dir", str(root), "--out", str(tmp_path / "c.pt"), "--quiet", "--no-plots",
-                            "--no-compile"],
-                           capture_output=True, timeout=300)
+    train = run_in_process(train_main, ["--epochs", 1, "--hidden", 8, "--data-dir", root, "--out", tmp_path / "c.pt",
+                                        "--quiet", "--no-plots", "--no-compile"], capsys)
     assert train.returncode == 0, train.stderr
     command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'scripts' / 'evaluate.py'))} --checkpoint "
                f"{shlex.quote(str(tmp_path / 'c.pt'))} --data-dir {shlex.quote(str(root))} | head -c 5")
