@@ -80,6 +80,7 @@ class TestBenchmark:
             assert set(result["deployment"]) == {"eager PyTorch", "onnxruntime"}
             assert "| deployed model, onnxruntime: 10,000 images |" in report
 
+    @pytest.mark.compile  # under jax.jit
     def test_the_jax_peer_trains_the_same_program(self, synthetic_root):
         pytest.importorskip("jax", reason="the peers extra is not installed (make bench installs it)")
         from torch_mnist import Normalization, decode, load_mnist
@@ -115,6 +116,7 @@ class TestBenchmark:
         assert_one_line_error_in_process(benchmark_main, ["--report", tmp_path / "none.json"], capsys,
                                          "no such file")
 
+    @pytest.mark.compile  # the fast path's step and the update alone, compiled as make bench's are
     def test_script_writes_json(self, synthetic_root, tmp_path, capsys):
         out = tmp_path / "bench.json"
         result = run_in_process(benchmark_main, ["--data-dir", synthetic_root, "--repeats", 1, "--loader-repeats", 0,

@@ -7,6 +7,7 @@ a difference cannot compound: the optimizer and the loss are compared on identic
 inputs, and the whole model step by step from shared state.
 """
 
+import importlib.util
 import os
 
 import numpy as np
@@ -14,8 +15,10 @@ import pytest
 import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-if not os.environ.get("CI"):  # CI installs the extra: there a missing Keras is an error, not a skip
-    pytest.importorskip("keras", reason="the parity extra is not installed: pip install -e '.[parity]'")
+# CI installs the extra: there a missing Keras is an error, not a skip. Looked up, not imported: importing
+# Keras costs seconds, paid by the tests that use it rather than by every collection of the suite.
+if not os.environ.get("CI") and importlib.util.find_spec("keras") is None:
+    pytest.skip("the parity extra is not installed: pip install -e '.[parity]'", allow_module_level=True)
 
 from torch_mnist import MLP, InMemoryBatches, Normalization, RMSprop, decode, evaluate, load_mnist# noqa: E402
 from torch_mnist.training.engine import train_one_epoch  # noqa: E402
