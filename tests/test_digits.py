@@ -14,7 +14,7 @@ from torch_mnist.inference.digits import (WORK_MAX, BlankImage, _max_filter, _pi
                                           preprocess_image, to_mnist_canvas)
 from torch_mnist.inference.ink import _median, label_components
 
-from digit_images import FAMILIES, prepared_family, sample_test_digits, thin_pen
+from digit_images import FAMILIES, capture_family, prepared_family, sample_test_digits, thin_pen
 
 
 def _bar_digit(size=28, stroke=4) -> np.ndarray:
@@ -283,6 +283,22 @@ class TestFastHelpers:
             values = (rng.random((height, width)) * 255 * (rng.random((height, width)) < 0.2)).astype(np.float32)
             expected = np.asarray(Image.fromarray(values).filter(ImageFilter.MaxFilter(size)))
             assert np.array_equal(_max_filter(values, size), expected), (height, width, size)
+
+    def test_a_grey_page_saved_in_colour_is_read_as_grey(self, real_root):
+        """RGB, or RGBA with a canvas's transparency, whose channels are equal: worked on as one channel,
+        with the very result of the same page saved as grey."""
+        digits, _ = sample_test_digits(load_mnist(real_root, train=False), 12, seed=9)
+        rng = np.random.default_rng(9)
+        for pixels, capture in zip(digits, capture_family("photo, dark pen on grey or white paper", digits, 9)):
+            grey = Image.open(io.BytesIO(capture.data)).convert("L")
+            assert _pixels_on_paper(grey.convert("RGB")).shape[2] == 1
+            assert np.array_equal(preprocess_image(_png(grey.convert("RGB"))), preprocess_image(_png(grey)))
+            side = int(rng.integers(28, 400))
+            alpha = Image.fromarray(pixels).resize((side, side), Image.BILINEAR)
+            canvas = Image.merge("RGBA", (Image.new("L", alpha.size, 0),) * 3 + (alpha,))
+            assert _pixels_on_paper(canvas).shape[2] == 1
+            assert np.array_equal(preprocess_image(_png(canvas)), preprocess_image(_png(Image.merge("LA", (
+                Image.new("L", alpha.size, 0), alpha)))))
 
     def test_an_8_bit_image_is_reduced_as_the_float_path_reduces_it(self):
         """Large grey and colour pages (strokes of any width, sensor noise) reduced in Pillow's own 8-bit mode
