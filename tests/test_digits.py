@@ -12,7 +12,7 @@ from torch_mnist import UserError
 from torch_mnist.data.mnist import load_mnist
 from torch_mnist.inference.digits import (WORK_MAX, BlankImage, _max_filter, _pixels_on_paper, _resample, input_strip,
                                           preprocess_image, to_mnist_canvas)
-from torch_mnist.inference.ink import _median, label_components
+from torch_mnist.inference.ink import _along_the_ink, _median, label_components
 
 from digit_images import FAMILIES, capture_family, prepared_family, sample_test_digits, thin_pen
 
@@ -299,6 +299,29 @@ class TestFastHelpers:
             assert _pixels_on_paper(canvas).shape[2] == 1
             assert np.array_equal(preprocess_image(_png(canvas)), preprocess_image(_png(Image.merge("LA", (
                 Image.new("L", alpha.size, 0), alpha)))))
+
+    def test_colour_ink_is_measured_along_its_own_colour(self):
+        """Every channel adds to a coloured stroke: it stands out from the paper's noise nearly as far as the best
+        linear combination of the channels lets it (the root of the sum of the squares of each channel's own
+        standing out), for any pen colour (a pen as light as its paper included) and noise, wherever the stroke
+        stands out enough to be found at all (seeds stand out by 6 noise deviations)."""
+        rng = np.random.default_rng(10)
+        for _ in range(40):
+            stroke = np.zeros((120, 160), dtype=bool)
+            stroke[int(rng.integers(10, 60)):, 70:70 + int(rng.integers(3, 12))] = True
+            noise = rng.uniform(1, 12)
+            direction = rng.normal(0, 1, 3)
+            colour = direction / np.linalg.norm(direction) * rng.uniform(8, 30) * noise
+            contrast = stroke[..., None] * colour + rng.normal(0, noise, (120, 160, 3))
+            contrast = (contrast * np.sign(colour[np.argmax(np.abs(colour))])).astype(np.float32)  # the ink's side
+            along = _along_the_ink(contrast)
+
+            def standing_out(signal):
+                return (np.median(signal[stroke]) - np.median(signal[~stroke])) / np.std(signal[~stroke])
+            best = np.sqrt(sum(standing_out(contrast[..., c]) ** 2 for c in range(3)))
+            assert standing_out(along) >= 0.9 * best
+        grey = rng.normal(0, 5, (30, 40, 1)).astype(np.float32)
+        assert np.array_equal(_along_the_ink(grey), grey[..., 0])
 
     def test_an_8_bit_image_is_reduced_as_the_float_path_reduces_it(self):
         """Large grey and colour pages (strokes of any width, sensor noise) reduced in Pillow's own 8-bit mode

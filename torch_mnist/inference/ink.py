@@ -6,8 +6,9 @@ JPEG of a blue ballpoint on grey paper:
 1. the paper is a smooth surface per colour channel (a quadratic in x and y, which
    follows light falling off across a sheet), fitted robustly to the pixels that are
    not ink, and its noise is the median absolute deviation of what remains;
-2. a pixel's ink is how far it stands out from that paper on the ink's side, in the
-   channel where it stands out most (so a blue or red pen counts by its colour);
+2. a pixel's ink is how far it stands out from that paper on the ink's side, along
+   the ink's own colour (so a blue or red pen counts by its colour, every channel adding
+   to the stroke);
 3. ink is what stands out from the noise by a wide margin (seeds) and the softer
    pixels joined to it (hysteresis), so sensor noise and JPEG ringing stay paper;
 4. the digit is the ink's main mass: small or distant components (specks, dust) go.
@@ -47,7 +48,7 @@ def find_ink(pixels: np.ndarray) -> np.ndarray:
     deviation = np.stack(deviations, axis=-1)  # (H, W, C): pixel minus paper
     paper = np.logical_and.reduce(paper_masks)
     side = _ink_side(deviation.mean(axis=-1), float(np.mean(sigmas)))
-    strength = (side * deviation).max(axis=-1)  # the channel where the ink stands out most
+    strength = _along_the_ink(side * deviation)
     level, sigma = _centre_and_spread(strength[paper] if paper.any() else strength.ravel())
     strength = strength - level  # the paper's own level of this signal (a max of channels is biased up)
     standing_out = strength[strength > max(SEED_SIGMAS * sigma, MIN_CONTRAST)]
@@ -64,6 +65,21 @@ def find_ink(pixels: np.ndarray) -> np.ndarray:
     ink = _main_mass(ink, labels, seeded)
     peak = ink.max()  # the darkest ink is MNIST's 255; a 28x28 MNIST digit keeps its own levels
     return (ink * (255.0 / peak) if peak > 0 else ink).astype(np.float32)
+
+
+def _along_the_ink(contrast: np.ndarray) -> np.ndarray:
+    """Each pixel's ink signal (H, W) from its contrast to the paper per channel (H, W, C), on the ink's side:
+    for colour, the contrast along the ink's own colour (the mean contrast of the 1% of pixels that stand out
+    most in any channel), so every channel adds to the stroke while each one's noise (a JPEG's coarse chroma,
+    above all) averages out; a pen as light as its paper still counts by its colour."""
+    strongest = contrast.max(axis=-1)
+    if contrast.shape[-1] == 1:
+        return strongest
+    flat = strongest.ravel()
+    cut = flat.size - max(1, flat.size // 100)
+    colour = contrast[strongest >= np.partition(flat, cut)[cut]].mean(axis=0)
+    length = float(np.linalg.norm(colour))
+    return contrast @ (colour / length).astype(np.float32) if length > 0 else strongest
 
 
 def _surface_terms(height: int, width: int) -> np.ndarray:
