@@ -31,6 +31,7 @@ SEED_SHARE = 0.25  # ... and seeds carry a quarter of the strongest ink: JPEG ri
 EDGE_SHARE = 0.04  # the faintest edge kept, of the strongest ink: a lossy format's faint ringing on clean paper
 MIN_SEEDS = 5  # pixels: fewer is a burst of noise (a JPEG's noise has heavier tails than a Gaussian), no stroke
 MIN_CONTRAST = 16.0  # grey levels of 255: on noiseless paper, anything fainter than this is no digit
+INK_COLOUR_SHARE = 0.01  # the ink's colour: the mean contrast of this share of the pixels, those standing out most
 FIT_SAMPLES = 64  # the paper's surface is fitted on at most 64x64 samples (its shape is smooth)
 SPECK_SHARE = 0.03  # a component with less ink than this fraction of the largest is a speck
 OFF_SHEET = 0.15  # a dark region along more than this fraction of the image's edge ...
@@ -69,14 +70,14 @@ def find_ink(pixels: np.ndarray) -> np.ndarray:
 
 def _along_the_ink(contrast: np.ndarray) -> np.ndarray:
     """Each pixel's ink signal (H, W) from its contrast to the paper per channel (H, W, C), on the ink's side:
-    for colour, the contrast along the ink's own colour (the mean contrast of the 1% of pixels that stand out
-    most in any channel), so every channel adds to the stroke while each one's noise (a JPEG's coarse chroma,
-    above all) averages out; a pen as light as its paper still counts by its colour."""
+    for colour, the contrast along the ink's own colour (the mean contrast of the INK_COLOUR_SHARE of pixels
+    that stand out most in any channel), so every channel adds to the stroke while each one's noise (a JPEG's
+    coarse chroma, above all) averages out; a pen as light as its paper still counts by its colour."""
     strongest = contrast.max(axis=-1)
     if contrast.shape[-1] == 1:
         return strongest
     flat = strongest.ravel()
-    cut = flat.size - max(1, flat.size // 100)
+    cut = flat.size - max(1, int(flat.size * INK_COLOUR_SHARE))
     colour = contrast[strongest >= np.partition(flat, cut)[cut]].mean(axis=0)
     length = float(np.linalg.norm(colour))
     return contrast @ (colour / length).astype(np.float32) if length > 0 else strongest
