@@ -9,10 +9,17 @@ def format_report(result: Dict) -> str:
     """The benchmark as a markdown table, each time also as a multiple of the floor measured beside it."""
     bf16 = {True: "yes", False: "no", None: "unknown"}[result["native_bf16"]]
     lines = [f"device {result['device']} ({result['cpu']}, {result['cpu_capability']} kernels, native bf16: "
-             f"{bf16}), torch {result['torch']}, {result['threads']} threads", "",
-             "| shape | best time | GFLOP/s |", "|---|---|---|"]
-    for name, row in result["floor"]["per_shape"].items():
-        lines.append(f"| {name} | {row['seconds'] * 1e6:.0f} us | {row['gflops']:.1f} |")
+             f"{bf16}), torch {result['torch']}, {result['threads']} threads"
+             + (f", the compiled step's products through {result['step_products']}" if "step_products" in result
+                else ""),
+             ""]
+    shapes = result["floor"]["per_shape"]
+    libraries = list(next(iter(shapes.values())).get("libraries", {}))  # absent from older runs' JSON
+    lines += ["| shape | best time | GFLOP/s |" + "".join(f" {library} |" for library in libraries),
+              "|---|---|---|" + "---|" * len(libraries)]
+    for name, row in shapes.items():
+        lines.append(f"| {name} | {row['seconds'] * 1e6:.0f} us | {row['gflops']:.1f} |"
+                     + "".join(f" {row['libraries'][library] * 1e6:.0f} us |" for library in libraries))
     fast = result["fast_epoch_seconds"]["median"]
     lines += ["", "| measurement | value | x floor |", "|---|---|---|",
               f"| matmul floor, one epoch (train + validation) | {result['floor']['epoch_seconds']:.3f} s | 1.00 |"]

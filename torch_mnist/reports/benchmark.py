@@ -22,6 +22,7 @@ from ..training.engine import EpochMeter, evaluate, train_one_epoch, training_st
 from ..model.mlp import IMAGE_PIXELS, MLP
 from ..model.optim import rmsprop_update
 from ..recipe import build, normalization_of
+from ..training import onednn
 from ..training.compiled import CompiledStep
 from ..training.runtime import cpu_name, fast_cpu_math, native_bf16_cpu
 
@@ -61,13 +62,32 @@ def best_time(fn: Callable[[], object], device: torch.device, calls: int = 50, r
     return min(timings)
 
 
+def _product(device: torch.device, library: str) -> Callable:
+    """``(a, b, bias) -> a @ b (+ bias)`` through ``library``: ``"torch.mm"`` (MKL on the CPU, cuBLAS on CUDA)
+    or ``"oneDNN"`` (the CPU library the compiled step uses on AMD CPUs, :mod:`..training.onednn`)."""
+    if library == "oneDNN":
+        return lambda a, b, bias=None: onednn.linear(a, b.t(), bias)
+    return lambda a, b, bias=None: a @ b if bias is None else torch.addmm(bias, a, b)
+
+
+def step_library(device: torch.device) -> str:
+    """The library the compiled step's float32 products run through on ``device``."""
+    return "oneDNN" if device.type == "cpu" and onednn.products_through_onednn() else "torch.mm"
+
+
+def floor_libraries(device: torch.device) -> List[str]:
+    """The libraries a product can run through here: oneDNN besides torch.mm on a CPU torch built with it."""
+    return ["torch.mm", "oneDNN"] if device.type == "cpu" and torch.backends.mkldnn.is_available() else ["torch.mm"]
+
+
 def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512, classes: int = 10,
                  repeats: int = 7) -> Dict:
     """The time of the matrix multiplies no training epoch can avoid, at their real shapes.
 
     Per step: both layers' forward, both weight gradients, and the gradient
     into the hidden layer (the input needs none). Per epoch: 469 steps plus
-    the validation forward passes of 10,000 test images.
+    the validation forward passes of 10,000 test images. Each product is timed
+    through every library torch has for it here, and the faster counts.
     """
     def t(*shape):
         return torch.rand(*shape, device=device)
@@ -75,17 +95,19 @@ def matmul_floor(device: torch.device, batch_size: int = 128, hidden: int = 512,
     x, h, w1, w2, b1 = t(batch_size, IMAGE_PIXELS), t(batch_size, hidden), t(hidden, IMAGE_PIXELS), \
         t(classes, hidden), t(hidden)
     g_logits, g_hidden = t(batch_size, classes), t(batch_size, hidden)
-    shapes = {  # name: (function, m, k, n) for an (m, k) @ (k, n) product
-        "forward 1 (128x784 @ 784x512)": (lambda: torch.addmm(b1, x, w1.t()), batch_size, IMAGE_PIXELS, hidden),
-        "forward 2 (128x512 @ 512x10)": (lambda: h @ w2.t(), batch_size, hidden, classes),
-        "grad W2 (10x128 @ 128x512)": (lambda: g_logits.t() @ h, classes, batch_size, hidden),
-        "grad hidden (128x10 @ 10x512)": (lambda: g_logits @ w2, batch_size, classes, hidden),
-        "grad W1 (512x128 @ 128x784)": (lambda: g_hidden.t() @ x, hidden, batch_size, IMAGE_PIXELS),
+    shapes = {  # name: (operands, m, k, n) for an (m, k) @ (k, n) product
+        "forward 1 (128x784 @ 784x512)": ((x, w1.t(), b1), batch_size, IMAGE_PIXELS, hidden),
+        "forward 2 (128x512 @ 512x10)": ((h, w2.t()), batch_size, hidden, classes),
+        "grad W2 (10x128 @ 128x512)": ((g_logits.t(), h), classes, batch_size, hidden),
+        "grad hidden (128x10 @ 10x512)": ((g_logits, w2), batch_size, classes, hidden),
+        "grad W1 (512x128 @ 128x784)": ((g_hidden.t(), x), hidden, batch_size, IMAGE_PIXELS),
     }
     rows = {}
-    for name, (fn, m, k, n) in shapes.items():
-        seconds = best_time(fn, device, repeats=repeats)
-        rows[name] = {"seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9}
+    for name, (operands, m, k, n) in shapes.items():
+        libraries = {library: best_time(lambda product=_product(device, library): product(*operands), device,
+                                        repeats=repeats) for library in floor_libraries(device)}
+        seconds = min(libraries.values())
+        rows[name] = {"seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9, "libraries": libraries}
     step = sum(row["seconds"] for row in rows.values())
     forward = sum(rows[name]["seconds"] for name in list(shapes)[:2])
     steps = -(-TRAIN_IMAGES // batch_size)
@@ -99,7 +121,8 @@ def sequenced_floor(device: torch.device, batch_size: int = 128, hidden: int = 5
     """Seconds per epoch of the same five products called as a training step calls them.
 
     In step order, each step on a new batch and gradient (``batches`` of them, in
-    turn), where :func:`matmul_floor` repeats one product on the same operands. On a
+    turn), through the library the compiled step uses here, where :func:`matmul_floor`
+    repeats one product on the same operands. On a
     CPU whose per-core cache cannot hold a step's operands, this is the slower of the
     two, and it is what the products of a real step cost at best.
     """
@@ -107,20 +130,21 @@ def sequenced_floor(device: torch.device, batch_size: int = 128, hidden: int = 5
         return torch.rand(*shape, device=device)
 
     w1, b1, w2 = t(hidden, IMAGE_PIXELS), t(hidden), t(classes, hidden)
+    product = _product(device, step_library(device))
     inputs = itertools.cycle([(t(batch_size, IMAGE_PIXELS), t(batch_size, classes), t(batch_size, hidden))
                               for _ in range(batches)])
 
     def step():
         x, g_logits, g_hidden = next(inputs)
-        h = torch.addmm(b1, x, w1.t())
-        h @ w2.t()
-        g_logits.t() @ h
-        g_logits @ w2
-        g_hidden.t() @ x
+        h = product(x, w1.t(), b1)
+        product(h, w2.t())
+        product(g_logits.t(), h)
+        product(g_logits, w2)
+        product(g_hidden.t(), x)
 
     steps = -(-TRAIN_IMAGES // batch_size)
     validation_forward = torch.rand(batch_size, IMAGE_PIXELS, device=device)
-    validation = best_time(lambda: torch.addmm(b1, validation_forward, w1.t()) @ w2.t(), device, repeats=repeats)
+    validation = best_time(lambda: product(product(validation_forward, w1.t(), b1), w2.t()), device, repeats=repeats)
     return steps * best_time(step, device, calls=batches * 3, repeats=repeats) + \
         -(-TEST_IMAGES // batch_size) * validation
 
@@ -341,6 +365,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "floor": floor,
+        "step_products": step_library(device),
         "sequenced_floor_seconds": sequenced_floor(device),
         "fast_epoch_seconds": timings.pop("fast"),
         "peak_rss_mb_fast_path": peak_fast_path,

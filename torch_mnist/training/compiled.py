@@ -24,6 +24,7 @@ from torch.func import functional_call, grad_and_value
 
 from ..errors import Note, one_line
 from ..model.optim import FLT_MIN, RMSprop
+from .onednn import compile_options
 
 StepResult = Tuple[torch.Tensor, torch.Tensor]  # (the batch's mean loss, its count of right predictions)
 
@@ -58,10 +59,11 @@ def _new_compiled_step() -> Callable:
     per run gives each run its own cache, freed with the run's step. Within a run the shapes are fixed
     (the full batch and a ragged last one: one static graph each) and so are the hyperparameters
     (tensors: a changed learning rate recompiles nothing). Inductor's on-disk cache still serves a copy.
+    On AMD CPUs the graph's float32 products go to oneDNN (:mod:`.onednn`).
     """
     copy = types.FunctionType(_step.__code__.replace(), _step.__globals__, _step.__name__, _step.__defaults__,
                               _step.__closure__)
-    return torch.compile(copy, fullgraph=True, dynamic=False)
+    return torch.compile(copy, fullgraph=True, dynamic=False, options=compile_options())
 
 
 @contextlib.contextmanager

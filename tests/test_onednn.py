@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from torch_mnist import TrainConfig
+from torch_mnist.recipe import build
+from torch_mnist.training import onednn
+from torch_mnist.training.compiled import CompiledStep
+from torch_mnist.training.engine import training_step
+
+from test_compiled import _batches, _ulps, assert_within_rounding_of_a_step
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+aten = torch.ops.aten
+
+
+def _close_to_float64(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias=None) -> None:
+    """Within float32 rounding of the exact product: each entry's error bounded by a few units of
+    float32 epsilon times the sum of its terms' sizes (any summation order meets it)."""
+    exact = a.double() @ b.double() + (0 if bias is None else bias.double())
+    scale = a.double().abs() @ b.double().abs() + (0 if bias is None else bias.double().abs())
+    assert ((result.double() - exact).abs() <= 4 * torch.finfo(torch.float32).eps * scale + 1e-30).all()
+
+
+@needs_onednn
+@pytest.mark.parametrize("seed", range(6))
+def test_linear_is_the_float32_product_whatever_the_operands_strides(seed):
+    rng = np.random.default_rng(seed)
+    m, k, n = (int(v) for v in rng.integers(1, 300, 3))
+    a = torch.from_numpy(rng.normal(0, 10, (m, k)).astype(np.float32))
+    b = torch.from_numpy(rng.normal(0, 10, (k, n)).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(0, 10, n).astype(np.float32))
+    # Each operand as it is, or the transpose of a contiguous tensor (how the backward reads them).
+    a = a if rng.random() < 0.5 else a.t().contiguous().t()
+    b = b if rng.random() < 0.5 else b.t().contiguous().t()
+    _close_to_float64(onednn.linear(a, b.t(), None), a, b)
+    _close_to_float64(onednn.linear(a, b.t(), bias), a, b, bias)
+
+
+def _graph_of(fn, *args):
+    return make_fx(fn, tracing_mode="fake")(*args)
+
+
+@needs_onednn
+def test_the_pass_sends_float32_cpu_products_to_onednn_and_leaves_the_rest():
+    x, w, bias = torch.rand(8, 5), torch.rand(3, 5), torch.rand(3)
+
+    def products(x, w, bias):
+        return (torch.addmm(bias, x, w.t()), x @ w.t(), torch.addmm(bias, x, w.t(), beta=0.5),
+                x.bfloat16() @ w.t().bfloat16())
+
+    graph_module = _graph_of(products, x, w, bias)
+    onednn.ProductsThroughOneDNN()(graph_module.graph)
+    graph_module.recompile()
+    targets = [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
+    assert targets.count(onednn.linear._opoverload) == 2  # the plain addmm and the mm
+    assert targets.count(aten.addmm.default) == 1  # scaled by beta: left as it was
+    assert targets.count(aten.mm.default) == 1  # bfloat16: left as it was
+    for ours, expected in zip(graph_module(x, w, bias), products(x, w, bias)):
+        assert ours.dtype == expected.dtype and torch.allclose(ours.float(), expected.float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cpuinfo, vendor", [
+    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n", "AuthenticAMD"),
+    ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\n", "GenuineIntel"),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n", None),  # an ARM machine: no vendor_id
+    ("", None),
+])
+def test_the_cpu_vendor_is_read_from_cpuinfo(cpuinfo, vendor):
+    assert onednn.cpu_vendor(cpuinfo) == vendor
+
+
+def test_products_go_to_onednn_only_on_amd_cpus(monkeypatch):
+    for vendor, expected in (("AuthenticAMD", True), ("GenuineIntel", False), (None, False)):
+        monkeypatch.setattr(onednn, "cpu_vendor", lambda vendor=vendor: vendor)
+        onednn.products_through_onednn.cache_clear()
+        try:
+            on = onednn.products_through_onednn()
+            assert on == (expected and torch.backends.mkldnn.is_available()
+                          and onednn.platform.machine().lower() in ("x86_64", "amd64"))
+            assert bool(onednn.compile_options()) == on
+        finally:
+            onednn.products_through_onednn.cache_clear()
+
+
+@needs_onednn
+@pytest.mark.compile
+def test_a_compiled_step_through_onednn_is_the_eager_step_within_rounding(monkeypatch):
+    # Held on every CPU: on an Intel one the products would otherwise stay with MKL.
+    monkeypatch.setattr(onednn, "products_through_onednn", lambda: True)
+    ours, eager = build(TrainConfig(), torch.device("cpu")), build(TrainConfig(), torch.device("cpu"))
+    step = CompiledStep(ours.model, ours.optimizer, ours.loss_fn)
+    images, labels = _batches((128,))[0]
+    loss, correct = step(images, labels)
+    eager_loss, eager_correct = training_step(eager.model, eager.optimizer, eager.loss_fn, images, labels)
+    assert step.implementation == "compiled" and torch.equal(correct, eager_correct)
+    assert _ulps(loss, eager_loss) <= 8
+    assert_within_rounding_of_a_step(ours.model, eager.model)
