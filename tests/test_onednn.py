@@ -44,11 +44,11 @@ def _graph_of(fn, *args):
 
 @needs_onednn
 def test_the_pass_sends_float32_cpu_products_to_onednn_and_leaves_the_rest():
-    x, w, bias = torch.rand(8, 5), torch.rand(3, 5), torch.rand(3)
+    x, w, bias = torch.rand(256, 128), torch.rand(128, 128), torch.rand(128)  # 4.2 million multiply-adds
 
     def products(x, w, bias):
         return (torch.addmm(bias, x, w.t()), x @ w.t(), torch.addmm(bias, x, w.t(), beta=0.5),
-                x.bfloat16() @ w.t().bfloat16())
+                x.bfloat16() @ w.t().bfloat16(), x[:, :127] @ w[:, :127].t())  # just under the bound
 
     graph_module = _graph_of(products, x, w, bias)
     onednn.ProductsThroughOneDNN()(graph_module.graph)
@@ -56,38 +56,40 @@ def test_the_pass_sends_float32_cpu_products_to_onednn_and_leaves_the_rest():
     targets = [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
     assert targets.count(onednn.linear._opoverload) == 2  # the plain addmm and the mm
     assert targets.count(aten.addmm.default) == 1  # scaled by beta: left as it was
-    assert targets.count(aten.mm.default) == 1  # bfloat16: left as it was
+    assert targets.count(aten.mm.default) == 2  # bfloat16, and a product too small: left as they were
     for ours, expected in zip(graph_module(x, w, bias), products(x, w, bias)):
         assert ours.dtype == expected.dtype and torch.allclose(ours.float(), expected.float(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("cpuinfo, vendor", [
-    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n", "AuthenticAMD"),
-    ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\n", "GenuineIntel"),
-    ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n", None),  # an ARM machine: no vendor_id
-    ("", None),
-])
+ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nflags\t\t: fpu avx2 avx512f avx512bw\n"
+ZEN1 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nflags\t\t: fpu avx2 fma\n"
+XEON = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f amx_bf16\n"
+ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
+
+
+@pytest.mark.parametrize("cpuinfo, vendor", [(ZEN5, "AuthenticAMD"), (XEON, "GenuineIntel"), (ARM, None), ("", None)])
 def test_the_cpu_vendor_is_read_from_cpuinfo(cpuinfo, vendor):
-    assert onednn.cpu_vendor(cpuinfo) == vendor
+    assert onednn.cpu_field("vendor_id", cpuinfo) == vendor
 
 
-def test_products_go_to_onednn_only_on_amd_cpus(monkeypatch):
-    for vendor, expected in (("AuthenticAMD", True), ("GenuineIntel", False), (None, False)):
-        monkeypatch.setattr(onednn, "cpu_vendor", lambda vendor=vendor: vendor)
+@pytest.mark.parametrize("cpuinfo, expected", [(ZEN5, True), (ZEN1, False), (XEON, False), (ARM, False), ("", False)])
+def test_products_go_to_onednn_only_on_amd_cpus_with_avx512(monkeypatch, cpuinfo, expected):
+    real = onednn.cpu_field
+    monkeypatch.setattr(onednn, "cpu_field", lambda name: real(name, cpuinfo))
+    onednn.products_through_onednn.cache_clear()
+    try:
+        on = onednn.products_through_onednn()
+        assert on == (expected and torch.backends.mkldnn.is_available()
+                      and onednn.platform.machine().lower() in ("x86_64", "amd64"))
+        assert bool(onednn.compile_options()) == on
+    finally:
         onednn.products_through_onednn.cache_clear()
-        try:
-            on = onednn.products_through_onednn()
-            assert on == (expected and torch.backends.mkldnn.is_available()
-                          and onednn.platform.machine().lower() in ("x86_64", "amd64"))
-            assert bool(onednn.compile_options()) == on
-        finally:
-            onednn.products_through_onednn.cache_clear()
 
 
 @needs_onednn
 @pytest.mark.compile
 def test_a_compiled_step_through_onednn_is_the_eager_step_within_rounding(monkeypatch):
-    # Held on every CPU: on an Intel one the products would otherwise stay with MKL.
+    # Held on every CPU: on an Intel one, or an AMD one without AVX-512, the products would stay with MKL.
     monkeypatch.setattr(onednn, "products_through_onednn", lambda: True)
     ours, eager = build(TrainConfig(), torch.device("cpu")), build(TrainConfig(), torch.device("cpu"))
     step = CompiledStep(ours.model, ours.optimizer, ours.loss_fn)

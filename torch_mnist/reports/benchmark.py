@@ -71,8 +71,16 @@ def _product(device: torch.device, library: str) -> Callable:
 
 
 def step_library(device: torch.device) -> str:
-    """The library the compiled step's float32 products run through on ``device``."""
+    """The library the compiled step's large float32 products run through on ``device``."""
     return "oneDNN" if device.type == "cpu" and onednn.products_through_onednn() else "torch.mm"
+
+
+def _step_product(device: torch.device) -> Callable:
+    """A product as the compiled step computes it here: through :func:`step_library`, the small ones
+    through torch.mm (see :data:`..training.onednn.MIN_MULTIPLY_ADDS`)."""
+    library, plain = _product(device, step_library(device)), _product(device, "torch.mm")
+    return lambda a, b, bias=None: (library if a.shape[0] * a.shape[1] * b.shape[1] >= onednn.MIN_MULTIPLY_ADDS
+                                    else plain)(a, b, bias)
 
 
 def floor_libraries(device: torch.device) -> List[str]:
@@ -130,7 +138,7 @@ def sequenced_floor(device: torch.device, batch_size: int = 128, hidden: int = 5
         return torch.rand(*shape, device=device)
 
     w1, b1, w2 = t(hidden, IMAGE_PIXELS), t(hidden), t(classes, hidden)
-    product = _product(device, step_library(device))
+    product = _step_product(device)
     inputs = itertools.cycle([(t(batch_size, IMAGE_PIXELS), t(batch_size, classes), t(batch_size, hidden))
                               for _ in range(batches)])
 

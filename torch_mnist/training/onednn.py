@@ -1,4 +1,4 @@
-"""The compiled step's float32 matrix products through oneDNN on AMD CPUs.
+"""The compiled step's float32 matrix products through oneDNN on AMD CPUs with AVX-512.
 
 torch's CPU matrix products go to Intel's MKL, which on AMD processors runs
 its AVX2 kernels even where the CPU has AVX-512: on a Zen 5 core the step's
@@ -8,10 +8,12 @@ uses already for bf16). Inductor keeps matrix products as calls into a
 library, so a pass over the compiled step's graph (after the backward is
 derived) sends each float32 product on the CPU to oneDNN instead.
 
-The choice is made by the CPU's vendor, never by timing, so that one machine
-always runs the same kernels and a resumed run stays bit for bit. On Intel
-CPUs MKL is left as it is. Both libraries compute in float32 and differ only
-in the order of the sums (the last bits; see ``docs/faithfulness.md``).
+The choice is made from what the CPU is (an AMD x86 CPU with AVX-512), never
+by timing, so that one machine always runs the same kernels and a resumed run
+stays bit for bit. Elsewhere MKL is left as it is: on Intel CPUs it is
+Intel's own, and on AMD CPUs without AVX-512 its AVX2 kernels are the widest
+there are (on a first-generation Zen they run at the core's peak). Both
+libraries compute in float32 and differ only in the order of the sums.
 """
 
 import functools
@@ -23,6 +25,9 @@ import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
 aten = torch.ops.aten
+# A call into oneDNN costs ~10 us whatever its size (MKL's small-matrix path ~3 us): a product with fewer
+# multiply-adds than this (the step's 128x512 @ 512x10 ones, ~0.7 million) stays with MKL.
+MIN_MULTIPLY_ADDS = 1 << 22
 
 
 @torch.library.custom_op("torch_mnist::linear", mutates_args=())
@@ -42,8 +47,8 @@ def _is_cpu_float32(node: torch.fx.Node) -> bool:
 
 
 class ProductsThroughOneDNN(CustomGraphPass):
-    """Replaces ``mm(a, b)`` and ``addmm(bias, a, b)`` (a 1-D bias, no scaling) on float32 CPU tensors by
-    :func:`linear`; every other node, and every product on another device or dtype, is left alone."""
+    """Replaces ``mm(a, b)`` and ``addmm(bias, a, b)`` (a 1-D bias, no scaling) on float32 CPU tensors of
+    at least :data:`MIN_MULTIPLY_ADDS` by :func:`linear`; every other node is left alone."""
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         for node in list(graph.nodes):
@@ -59,6 +64,9 @@ class ProductsThroughOneDNN(CustomGraphPass):
                 continue
             if not (_is_cpu_float32(node) and _is_cpu_float32(a) and _is_cpu_float32(b)):
                 continue
+            (m, k), n = a.meta["val"].shape, b.meta["val"].shape[1]
+            if m * k * n < MIN_MULTIPLY_ADDS:
+                continue
             with graph.inserting_before(node):
                 weight = graph.call_function(aten.permute.default, (b, [1, 0]))  # a view: no copy
                 product = graph.call_function(linear._opoverload, (a, weight, bias))
@@ -68,11 +76,12 @@ class ProductsThroughOneDNN(CustomGraphPass):
             graph.erase_node(node)
 
     def uuid(self) -> str:  # Inductor's on-disk cache keys a graph on the passes that made it
-        return "torch_mnist.onednn.ProductsThroughOneDNN/1"
+        return "torch_mnist.onednn.ProductsThroughOneDNN/2"
 
 
-def cpu_vendor(cpuinfo: Optional[str] = None) -> Optional[str]:
-    """The CPU's vendor string (``"AuthenticAMD"``, ``"GenuineIntel"``) from Linux's /proc/cpuinfo, or None."""
+def cpu_field(name: str, cpuinfo: Optional[str] = None) -> Optional[str]:
+    """The first CPU's ``name`` field (``"vendor_id"``: ``"AuthenticAMD"``, ``"GenuineIntel"``; ``"flags"``)
+    in Linux's /proc/cpuinfo, or None (another system, or no such field)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -80,17 +89,17 @@ def cpu_vendor(cpuinfo: Optional[str] = None) -> Optional[str]:
             return None
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "vendor_id":
+        if key.strip() == name:
             return value.strip()
     return None
 
 
 @functools.lru_cache(maxsize=None)
 def products_through_onednn() -> bool:
-    """Whether this machine's compiled step sends its float32 products to oneDNN: an x86 AMD CPU, and a
-    torch built with oneDNN."""
+    """Whether this machine's compiled step sends its float32 products to oneDNN: an x86 AMD CPU with
+    AVX-512, and a torch built with oneDNN."""
     return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-            and cpu_vendor() == "AuthenticAMD")
+            and cpu_field("vendor_id") == "AuthenticAMD" and "avx512f" in (cpu_field("flags") or "").split())
 
 
 def compile_options() -> Dict[str, object]:
