@@ -99,3 +99,48 @@ def test_a_compiled_step_through_onednn_is_the_eager_step_within_rounding(monkey
     assert step.implementation == "compiled" and torch.equal(correct, eager_correct)
     assert _ulps(loss, eager_loss) <= 8
     assert_within_rounding_of_a_step(ours.model, eager.model)
+
+
+@needs_onednn
+def test_eager_linear_layers_without_autograd_go_to_onednn_where_the_step_does(monkeypatch):
+    calls = []
+    real = onednn.linear
+    monkeypatch.setattr(onednn, "linear", lambda *args: calls.append(args[0].shape) or real(*args))
+    monkeypatch.setattr(onednn, "products_through_onednn", lambda: True)
+    layer, small = torch.nn.Linear(784, 512), torch.nn.Linear(512, 10)
+    x = torch.rand(128, 784)
+    with torch.no_grad():
+        expected = layer(x)
+        with onednn.linear_layers_through_onednn():
+            routed, tiny = layer(x), small(torch.rand(128, 512))
+            half = torch.nn.Linear(784, 512).bfloat16()(x.bfloat16())
+    assert calls == [(128, 784)]  # the large float32 product; not the small one, nor bfloat16
+    _close_to_float64(routed, x, layer.weight.t(), layer.bias)
+    assert torch.allclose(routed, expected, rtol=1e-5, atol=1e-5)
+    assert tiny.shape == (128, 10) and half.dtype == torch.bfloat16
+    with onednn.linear_layers_through_onednn():
+        layer(x).sum().backward()  # autograd on: left to torch, which derives the backward
+    assert len(calls) == 1 and layer.weight.grad is not None
+
+
+def test_without_onednn_here_linear_layers_are_left_alone(monkeypatch):
+    monkeypatch.setattr(onednn, "products_through_onednn", lambda: False)
+    monkeypatch.setattr(onednn, "linear", lambda *args: pytest.fail("routed to oneDNN"))
+    with torch.no_grad(), onednn.linear_layers_through_onednn():
+        assert torch.nn.Linear(784, 512)(torch.rand(128, 784)).shape == (128, 512)
+
+
+@needs_onednn
+def test_evaluation_through_onednn_gives_the_figures_of_mkl_within_rounding(monkeypatch):
+    from torch_mnist.training.engine import evaluate
+
+    model = build(TrainConfig(), torch.device("cpu")).model
+    generator = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(128, 784, generator=generator), torch.randint(0, 10, (128,), generator=generator))
+               for _ in range(4)]
+    figures = {}
+    for routed in (False, True):
+        monkeypatch.setattr(onednn, "products_through_onednn", lambda routed=routed: routed)
+        figures[routed] = evaluate(model, batches, torch.device("cpu"))
+    assert figures[True]["loss"] == pytest.approx(figures[False]["loss"], rel=1e-5)
+    assert abs(figures[True]["accuracy"] - figures[False]["accuracy"]) <= 1 / 512  # a tie's argmax at most

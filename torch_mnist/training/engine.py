@@ -12,6 +12,7 @@ from ..data.mnist import Normalization
 from ..errors import UserError
 from ..history import History, new_history, record_epoch
 from ..model.losses import cross_entropy
+from .onednn import linear_layers_through_onednn
 from .progress import Progress
 
 LossFn = Callable[..., torch.Tensor]
@@ -150,7 +151,8 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, loss_fn:
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count, predicted, true = 0, [], []
     for images, labels in batches:
-        logits = model(images)
+        with linear_layers_through_onednn():  # the products as the compiled step computes them (AMD CPUs)
+            logits = model(images)
         predictions = logits.argmax(dim=1)
         total_loss += loss_fn(logits, labels, reduction="sum")
         correct += (predictions == labels).sum()

@@ -1,4 +1,4 @@
-"""The compiled step's float32 matrix products through oneDNN on AMD CPUs with AVX-512.
+"""Float32 matrix products through oneDNN on AMD CPUs with AVX-512: the compiled step's, and evaluation's.
 
 torch's CPU matrix products go to Intel's MKL, which on AMD processors runs
 its AVX2 kernels even where the CPU has AVX-512: on a Zen 5 core the step's
@@ -6,7 +6,9 @@ two large products (128x784 @ 784x512 and its weight gradient) took 490 us
 each, against 230 us through oneDNN, the other CPU library torch ships (and
 uses already for bf16). Inductor keeps matrix products as calls into a
 library, so a pass over the compiled step's graph (after the backward is
-derived) sends each float32 product on the CPU to oneDNN instead.
+derived) sends each large float32 product on the CPU to oneDNN instead, and
+:func:`linear_layers_through_onednn` does the same for eager forward passes
+without autograd (evaluation).
 
 The choice is made from what the CPU is (an AMD x86 CPU with AVX-512), never
 by timing, so that one machine always runs the same kernels and a resumed run
@@ -16,13 +18,16 @@ there are (on a first-generation Zen they run at the core's peak). Both
 libraries compute in float32 and differ only in the order of the sums.
 """
 
+import contextlib
 import functools
 import platform
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 aten = torch.ops.aten
 # A call into oneDNN costs ~10 us whatever its size (MKL's small-matrix path ~3 us): a product with fewer
@@ -46,6 +51,10 @@ def _is_cpu_float32(node: torch.fx.Node) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype == torch.float32 and value.device.type == "cpu"
 
 
+def _large(m: int, k: int, n: int) -> bool:
+    return m * k * n >= MIN_MULTIPLY_ADDS
+
+
 class ProductsThroughOneDNN(CustomGraphPass):
     """Replaces ``mm(a, b)`` and ``addmm(bias, a, b)`` (a 1-D bias, no scaling) on float32 CPU tensors of
     at least :data:`MIN_MULTIPLY_ADDS` by :func:`linear`; every other node is left alone."""
@@ -65,7 +74,7 @@ class ProductsThroughOneDNN(CustomGraphPass):
             if not (_is_cpu_float32(node) and _is_cpu_float32(a) and _is_cpu_float32(b)):
                 continue
             (m, k), n = a.meta["val"].shape, b.meta["val"].shape[1]
-            if m * k * n < MIN_MULTIPLY_ADDS:
+            if not _large(m, k, n):
                 continue
             with graph.inserting_before(node):
                 weight = graph.call_function(aten.permute.default, (b, [1, 0]))  # a view: no copy
@@ -105,3 +114,31 @@ def products_through_onednn() -> bool:
 def compile_options() -> Dict[str, object]:
     """Inductor options for the compiled step on this machine (empty where MKL stays)."""
     return {"post_grad_custom_post_pass": ProductsThroughOneDNN()} if products_through_onednn() else {}
+
+
+class _LinearLayersThroughOneDNN(TorchFunctionMode):
+    """``F.linear`` (``nn.Linear``'s forward) on large 2-D float32 CPU tensors, without autograd, by
+    :func:`linear`; every other call as it was."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and not torch.is_grad_enabled():
+            inputs, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            tensors = [t for t in (inputs, weight, bias) if t is not None]
+            if (inputs.dim() == 2 and weight.dim() == 2 and (bias is None or bias.dim() == 1)
+                    and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+                    and _large(inputs.shape[0], inputs.shape[1], weight.shape[0])):
+                return linear(inputs, weight, bias)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def linear_layers_through_onednn() -> Iterator[None]:
+    """Within it, eager linear layers without autograd use oneDNN where the compiled step does
+    (:func:`products_through_onednn`); elsewhere it changes nothing."""
+    if not products_through_onednn():
+        yield
+        return
+    with _LinearLayersThroughOneDNN():
+        yield
