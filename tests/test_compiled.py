@@ -45,6 +45,19 @@ def _ulps(a: torch.Tensor, b: torch.Tensor) -> int:
     return int((ordered[0] - ordered[1]).abs().max())
 
 
+def assert_one_compiled_step_is_the_eager_step_within_rounding() -> None:
+    """One step from the same weights: the fused element-wise code and its reductions (bias gradients,
+    log-softmax) may round differently, and so may the products where they go to oneDNN (AMD CPUs)."""
+    ours, eager = _twins()
+    step = CompiledStep(ours.model, ours.optimizer, ours.loss_fn)
+    images, labels = _batches((128,))[0]
+    loss, correct = step(images, labels)
+    eager_loss, eager_correct = training_step(eager.model, eager.optimizer, eager.loss_fn, images, labels)
+    assert step.implementation == "compiled" and torch.equal(correct, eager_correct)
+    assert _ulps(loss, eager_loss) <= 8
+    assert_within_rounding_of_a_step(ours.model, eager.model)
+
+
 class TestCompiledStep:
     """Here (not marked compile) the step's function runs uncompiled, op by op (conftest); its formula is
     what these tests hold. The compiled graph's own rounding is held by the tests marked compile below."""
@@ -136,16 +149,7 @@ class TestCompiledStep:
 @pytest.mark.compile
 class TestCompiledGraph:
     def test_the_graph_rounds_within_a_few_units_in_the_last_place_of_the_eager_step(self):
-        # One step from the same weights: the fused element-wise code and its reductions (bias gradients,
-        # log-softmax) may round differently, and so may the products where they go to oneDNN (AMD CPUs).
-        ours, eager = _twins()
-        step = CompiledStep(ours.model, ours.optimizer, ours.loss_fn)
-        images, labels = _batches((128,))[0]
-        loss, correct = step(images, labels)
-        eager_loss, eager_correct = training_step(eager.model, eager.optimizer, eager.loss_fn, images, labels)
-        assert step.implementation == "compiled" and torch.equal(correct, eager_correct)
-        assert _ulps(loss, eager_loss) <= 8
-        assert_within_rounding_of_a_step(ours.model, eager.model)
+        assert_one_compiled_step_is_the_eager_step_within_rounding()
 
     def test_what_the_graph_was_built_for_is_checked_even_where_other_guards_are_skipped(self):
         # After its first calls a step skips all but the guards that tell its graphs apart; a change of

@@ -6,10 +6,8 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch_mnist import TrainConfig
 from torch_mnist.recipe import build
 from torch_mnist.training import onednn
-from torch_mnist.training.compiled import CompiledStep
-from torch_mnist.training.engine import training_step
 
-from test_compiled import _batches, _ulps, assert_within_rounding_of_a_step
+from test_compiled import assert_one_compiled_step_is_the_eager_step_within_rounding
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 aten = torch.ops.aten
@@ -67,23 +65,27 @@ XEON = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon\nfla
 ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
 
 
-@pytest.mark.parametrize("cpuinfo, vendor", [(ZEN5, "AuthenticAMD"), (XEON, "GenuineIntel"), (ARM, None), ("", None)])
+@pytest.mark.parametrize("cpuinfo, vendor", [(ZEN5, "AuthenticAMD"), (XEON, "GenuineIntel"), (ARM, None), ("", None)],
+                         ids=["zen5", "xeon", "arm", "no-cpuinfo"])
 def test_the_cpu_vendor_is_read_from_cpuinfo(cpuinfo, vendor):
     assert onednn.cpu_field("vendor_id", cpuinfo) == vendor
 
 
-@pytest.mark.parametrize("cpuinfo, expected", [(ZEN5, True), (ZEN1, False), (XEON, False), (ARM, False), ("", False)])
+@pytest.mark.parametrize("cpuinfo, expected", [(ZEN5, True), (ZEN1, False), (XEON, False), (ARM, False), ("", False)],
+                         ids=["zen5", "zen1", "xeon", "arm", "no-cpuinfo"])
 def test_products_go_to_onednn_only_on_amd_cpus_with_avx512(monkeypatch, cpuinfo, expected):
     real = onednn.cpu_field
     monkeypatch.setattr(onednn, "cpu_field", lambda name: real(name, cpuinfo))
-    onednn.products_through_onednn.cache_clear()
+    onednn._amd_cpu_with_avx512.cache_clear()
     try:
         on = onednn.products_through_onednn()
         assert on == (expected and torch.backends.mkldnn.is_available()
                       and onednn.platform.machine().lower() in ("x86_64", "amd64"))
         assert bool(onednn.compile_options()) == on
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # a user who turned oneDNN off
+        assert not onednn.products_through_onednn() and onednn.compile_options() == {}
     finally:
-        onednn.products_through_onednn.cache_clear()
+        onednn._amd_cpu_with_avx512.cache_clear()
 
 
 @needs_onednn
@@ -91,14 +93,7 @@ def test_products_go_to_onednn_only_on_amd_cpus_with_avx512(monkeypatch, cpuinfo
 def test_a_compiled_step_through_onednn_is_the_eager_step_within_rounding(monkeypatch):
     # Held on every CPU: on an Intel one, or an AMD one without AVX-512, the products would stay with MKL.
     monkeypatch.setattr(onednn, "products_through_onednn", lambda: True)
-    ours, eager = build(TrainConfig(), torch.device("cpu")), build(TrainConfig(), torch.device("cpu"))
-    step = CompiledStep(ours.model, ours.optimizer, ours.loss_fn)
-    images, labels = _batches((128,))[0]
-    loss, correct = step(images, labels)
-    eager_loss, eager_correct = training_step(eager.model, eager.optimizer, eager.loss_fn, images, labels)
-    assert step.implementation == "compiled" and torch.equal(correct, eager_correct)
-    assert _ulps(loss, eager_loss) <= 8
-    assert_within_rounding_of_a_step(ours.model, eager.model)
+    assert_one_compiled_step_is_the_eager_step_within_rounding()
 
 
 @needs_onednn

@@ -59,7 +59,7 @@ def _new_compiled_step() -> Callable:
     per run gives each run its own cache, freed with the run's step. Within a run the shapes are fixed
     (the full batch and a ragged last one: one static graph each) and so are the hyperparameters
     (tensors: a changed learning rate recompiles nothing). Inductor's on-disk cache still serves a copy.
-    On AMD CPUs the graph's float32 products go to oneDNN (:mod:`.onednn`).
+    On AMD CPUs with AVX-512 the graph's large float32 products go to oneDNN (:mod:`.onednn`).
     """
     copy = types.FunctionType(_step.__code__.replace(), _step.__globals__, _step.__name__, _step.__defaults__,
                               _step.__closure__)

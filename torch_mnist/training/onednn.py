@@ -104,11 +104,15 @@ def cpu_field(name: str, cpuinfo: Optional[str] = None) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
+def _amd_cpu_with_avx512() -> bool:
+    return (platform.machine().lower() in ("x86_64", "amd64") and cpu_field("vendor_id") == "AuthenticAMD"
+            and "avx512f" in (cpu_field("flags") or "").split())
+
+
 def products_through_onednn() -> bool:
-    """Whether this machine's compiled step sends its float32 products to oneDNN: an x86 AMD CPU with
-    AVX-512, and a torch built with oneDNN."""
-    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-            and cpu_field("vendor_id") == "AuthenticAMD" and "avx512f" in (cpu_field("flags") or "").split())
+    """Whether the large float32 products go to oneDNN here: an x86 AMD CPU with AVX-512, and a torch
+    built with oneDNN that has not been told to leave it (``torch.backends.mkldnn.enabled = False``)."""
+    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and _amd_cpu_with_avx512()
 
 
 def compile_options() -> Dict[str, object]:
