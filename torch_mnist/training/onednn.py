@@ -84,7 +84,7 @@ class ProductsThroughOneDNN(CustomGraphPass):
             node.replace_all_uses_with(product)
             graph.erase_node(node)
 
-    def uuid(self) -> str:  # Inductor's on-disk cache keys a graph on the passes that made it
+    def uuid(self) -> str:  # Inductor's on-disk cache keys a graph on this: a new version for every change
         return "torch_mnist.onednn.ProductsThroughOneDNN/2"
 
 
