@@ -41,22 +41,41 @@ def _graph_of(fn, *args):
 
 
 @needs_onednn
-def test_the_pass_sends_float32_cpu_products_to_onednn_and_leaves_the_rest():
+def test_the_pass_sends_large_products_to_onednn_fuses_narrow_ones_and_leaves_the_rest():
     x, w, bias = torch.rand(256, 128), torch.rand(128, 128), torch.rand(128)  # 4.2 million multiply-adds
 
     def products(x, w, bias):
-        return (torch.addmm(bias, x, w.t()), x @ w.t(), torch.addmm(bias, x, w.t(), beta=0.5),
-                x.bfloat16() @ w.t().bfloat16(), x[:, :127] @ w[:, :127].t())  # just under the bound
+        return (torch.addmm(bias, x, w.t()), x @ w.t(),  # large: oneDNN
+                x @ w[:10].t(), torch.addmm(bias[:10], x, w[:10].t()),  # 10 wide: fused
+                torch.addmm(bias, x, w.t(), beta=0.5), x.bfloat16() @ w.t().bfloat16(),  # scaled, bfloat16: left
+                x[:, :127] @ w[:, :127].t())  # just under the bound and no short side: left to MKL
 
     graph_module = _graph_of(products, x, w, bias)
-    onednn.ProductsThroughOneDNN()(graph_module.graph)
+    onednn.StepProducts()(graph_module.graph)
     graph_module.recompile()
     targets = [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
-    assert targets.count(onednn.linear._opoverload) == 2  # the plain addmm and the mm
-    assert targets.count(aten.addmm.default) == 1  # scaled by beta: left as it was
-    assert targets.count(aten.mm.default) == 2  # bfloat16, and a product too small: left as they were
+    assert targets.count(onednn.linear._opoverload) == 2
+    assert targets.count(aten.sum.dim_IntList) == 2 and targets.count(aten.add.Tensor) == 1
+    assert targets.count(aten.addmm.default) == 1 and targets.count(aten.mm.default) == 2
     for ours, expected in zip(graph_module(x, w, bias), products(x, w, bias)):
-        assert ours.dtype == expected.dtype and torch.allclose(ours.float(), expected.float(), rtol=1e-5, atol=1e-6)
+        assert ours.shape == expected.shape and ours.dtype == expected.dtype
+        assert torch.allclose(ours.float(), expected.float(), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("seed", range(4))
+def test_a_fused_narrow_product_is_the_float32_product(seed):
+    rng = np.random.default_rng(seed)
+    m, k, n = (int(v) for v in rng.integers(1, 300, 3))
+    narrow = int(rng.integers(0, 3))
+    m, k, n = [int(rng.integers(1, onednn.MAX_FUSED_SIDE + 1)) if i == narrow else v for i, v in enumerate((m, k, n))]
+    a = torch.from_numpy(rng.normal(0, 10, (m, k)).astype(np.float32))
+    b = torch.from_numpy(rng.normal(0, 10, (k, n)).astype(np.float32))
+    graph_module = _graph_of(lambda a, b: a @ b, a, b)
+    onednn.StepProducts()(graph_module.graph)
+    graph_module.recompile()
+    assert aten.mm.default not in [node.target for node in graph_module.graph.nodes]
+    _close_to_float64(graph_module(a, b), a, b)
 
 
 ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nflags\t\t: fpu avx2 avx512f avx512bw\n"
