@@ -21,7 +21,7 @@ from .. import __version__
 from ..training.checkpoint import build_model, checkpoint_config, checkpoint_normalization
 from ..data.mnist import Normalization, load_mnist
 from ..data.registry import dataset_info
-from ..errors import UserError
+from ..errors import UserError, interruptions_deferred
 from ..files import staged
 
 FORMATS = ("onnx", "pt2")
@@ -115,19 +115,23 @@ def _dynamic_batch():
 
 
 def write_onnx(deployable: Deployable, example: torch.Tensor, path: Path, info: Dict[str, str]) -> tuple:
-    """Write ``path``; return how to run it (onnxruntime) and how to add metadata to it."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-        import onnxscript  # noqa: F401  (the dynamo exporter's backend)
-    except ImportError:
-        raise UserError(EXPORT_HINT) from None
-    program = torch.onnx.export(deployable, (example,), dynamo=True, input_names=["image"],
-                                output_names=["logits", "probabilities"], dynamic_shapes=_dynamic_batch(),
-                                verbose=False)
-    program.save(str(path))
-    _add_onnx_metadata(path, info)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """Write ``path``; return how to run it (onnxruntime) and how to add metadata to it.
+
+    The ONNX libraries' imports and the export call back into Python from native code, where an
+    interruption cannot be raised: Ctrl-C or SIGTERM takes effect when they are done (seconds)."""
+    with interruptions_deferred():
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime
+            import onnxscript  # noqa: F401  (the dynamo exporter's backend)
+        except ImportError:
+            raise UserError(EXPORT_HINT) from None
+        program = torch.onnx.export(deployable, (example,), dynamo=True, input_names=["image"],
+                                    output_names=["logits", "probabilities"], dynamic_shapes=_dynamic_batch(),
+                                    verbose=False)
+        program.save(str(path))
+        _add_onnx_metadata(path, info)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return (lambda images: session.run(["probabilities"], {"image": images.numpy()})[0],
             lambda entries: _add_onnx_metadata(path, entries))
 

@@ -10,7 +10,7 @@ from typing import List
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, interruptions_deferred
 
 NUM_CLASSES = 10  # every model export.py writes reads ten classes
 INSTALL_HINT = "onnxruntime is not installed; pip install onnxruntime (or pip install -e '.[export]')"
@@ -21,7 +21,8 @@ class OnnxDigitReader:
 
     def __init__(self, path: Path):
         try:
-            import onnxruntime
+            with interruptions_deferred():  # a native import: see interruptions_deferred
+                import onnxruntime
         except ImportError:
             raise UserError(INSTALL_HINT) from None
         path = Path(path)

@@ -76,8 +76,9 @@ def step_library(device: torch.device) -> str:
 
 
 def _step_product(device: torch.device) -> Callable:
-    """A product as the compiled step computes it here: through :func:`step_library`, the small ones
-    through torch.mm (see :data:`..training.onednn.MIN_MULTIPLY_ADDS`)."""
+    """A product through the library the compiled step uses for its large products here (:func:`step_library`),
+    a small one through torch.mm (see :data:`..training.onednn.MIN_MULTIPLY_ADDS`; on AMD CPUs with AVX-512
+    the step computes the narrowest in its own loops instead, which the floor does not count on)."""
     library, plain = _product(device, step_library(device)), _product(device, "torch.mm")
     return lambda a, b, bias=None: (library if a.shape[0] * a.shape[1] * b.shape[1] >= onednn.MIN_MULTIPLY_ADDS
                                     else plain)(a, b, bias)
