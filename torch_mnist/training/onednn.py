@@ -83,8 +83,8 @@ class StepProducts(CustomGraphPass):
                 continue
             (m, k), n = a.meta["val"].shape, b.meta["val"].shape[1]
             if _large(m, k, n):
-                product = _call(graph, node, linear._opoverload, _call(graph, node, aten.permute.default, b, [1, 0]),
-                                first=a, bias=bias)
+                weight = _call(graph, node, aten.permute.default, b, [1, 0])  # a view: no copy
+                product = _call(graph, node, linear._opoverload, a, weight, bias)
             elif min(m, k, n) <= MAX_FUSED_SIDE:
                 terms = _call(graph, node, aten.mul.Tensor, _call(graph, node, aten.unsqueeze.default, a, 2),
                               _call(graph, node, aten.unsqueeze.default, b, 0))
@@ -100,11 +100,9 @@ class StepProducts(CustomGraphPass):
         return "torch_mnist.onednn.StepProducts/3"
 
 
-def _call(graph: torch.fx.Graph, before: torch.fx.Node, target, *args, first=None, bias=None) -> torch.fx.Node:
-    """A new node ``target(*args)`` (``target(first, *args, bias)`` for :func:`linear`) before ``before``, with
-    the fake value Inductor reads (computed from its inputs' fake values)."""
-    if first is not None:
-        args = (first, *args, bias)
+def _call(graph: torch.fx.Graph, before: torch.fx.Node, target, *args) -> torch.fx.Node:
+    """A new node ``target(*args)`` before ``before``, with the fake value Inductor reads (computed from its
+    inputs' fake values)."""
     with graph.inserting_before(before):
         node = graph.call_function(target, args)
     values = [a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args]
