@@ -16,9 +16,12 @@ def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as usual.
 
     An exception raised inside ``torch.save`` can leave its zip writer broken
-    and raising errors of its own; deferring keeps a write whole. Only the
-    main thread can install handlers; elsewhere this does nothing. A signal
-    the process ignores (``nohup``, ``&`` in a script) stays ignored.
+    and raising errors of its own; deferring keeps a write whole. Native code
+    that calls back into Python (the ONNX libraries' imports and export) can
+    end the process with a C++ ``terminate`` (exit -6) when a handler raises
+    inside such a callback; deferring lets the interruption arrive after it.
+    Only the main thread can install handlers; elsewhere this does nothing.
+    A signal the process ignores (``nohup``, ``&`` in a script) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

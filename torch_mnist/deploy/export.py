@@ -21,8 +21,8 @@ from .. import __version__
 from ..training.checkpoint import build_model, checkpoint_config, checkpoint_normalization
 from ..data.mnist import Normalization, load_mnist
 from ..data.registry import dataset_info
-from ..errors import UserError, interruptions_deferred
-from ..files import staged
+from ..errors import UserError
+from ..files import signals_deferred, staged
 
 FORMATS = ("onnx", "pt2")
 PROBABILITY_TOLERANCE = 1e-5
@@ -119,7 +119,7 @@ def write_onnx(deployable: Deployable, example: torch.Tensor, path: Path, info: 
 
     The ONNX libraries' imports and the export call back into Python from native code, where an
     interruption cannot be raised: Ctrl-C or SIGTERM takes effect when they are done (seconds)."""
-    with interruptions_deferred():
+    with signals_deferred():
         try:
             import onnx  # noqa: F401
             import onnxruntime

@@ -10,7 +10,8 @@ from typing import List
 
 import numpy as np
 
-from ..errors import UserError, interruptions_deferred
+from ..errors import UserError
+from ..files import signals_deferred
 
 NUM_CLASSES = 10  # every model export.py writes reads ten classes
 INSTALL_HINT = "onnxruntime is not installed; pip install onnxruntime (or pip install -e '.[export]')"
@@ -21,7 +22,7 @@ class OnnxDigitReader:
 
     def __init__(self, path: Path):
         try:
-            with interruptions_deferred():  # a native import: see interruptions_deferred
+            with signals_deferred():  # a native import (see signals_deferred)
                 import onnxruntime
         except ImportError:
             raise UserError(INSTALL_HINT) from None
