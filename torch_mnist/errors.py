@@ -17,4 +17,3 @@ def one_line(error: BaseException, line: int = 0) -> str:
     """A short cause for a message of ours: one line (the first, or ``line``) of a foreign error's text."""
     lines = [text for text in str(error).strip().splitlines() if text.strip()]
     return lines[line].strip() if lines else type(error).__name__
-
