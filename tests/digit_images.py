@@ -174,6 +174,65 @@ def _thin_pen(pixels: np.ndarray, rng: np.random.Generator) -> Capture:
     return Capture(_save(drawing, rng, 0.0), 255 - np.asarray(drawing, dtype=np.float32))
 
 
+def _on_paper(ink: np.ndarray, rng: np.random.Generator, *, paper=(170, 255), pen=(0, 70), noise=(0, 8),
+              jpeg_share=0.5, blur=(0, 0)) -> bytes:
+    """Ink (float 0-1) as a grey pen on grey paper, blurred and noisy, saved as PNG or JPEG."""
+    paper_level, pen_level = rng.uniform(*paper), rng.uniform(*pen)
+    image = ink * pen_level + (1 - ink) * paper_level
+    radius = rng.uniform(*blur)
+    if radius > 0.05:
+        image = np.asarray(Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(radius)), dtype=np.float32)
+    image = image + rng.normal(0, rng.uniform(*noise), image.shape)
+    return _save(Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)), rng, jpeg_share)
+
+
+def _tight_crop(pixels: np.ndarray, rng: np.random.Generator) -> Capture:
+    """A scan cropped to the ink with 0-2 px of margin on each side (so one to four edges touched) and
+    enlarged, the way digits from other datasets and web pages come: the ink is most of the image."""
+    side = int(round(28 * rng.uniform(2, 12)))
+    ink = _ink(pixels, side, rng, width=(0.8, 1.6))
+    rows, cols = np.nonzero(ink > 0.1)
+    margins = rng.integers(0, 3, 4)  # top, bottom, left, right
+    top, bottom = max(rows.min() - margins[0], 0), min(rows.max() + 1 + margins[1], side)
+    left, right = max(cols.min() - margins[2], 0), min(cols.max() + 1 + margins[3], side)
+    crop = ink[top:bottom, left:right]
+    return Capture(_on_paper(crop, rng, paper=(190, 255), noise=(0, 6), blur=(0, 1.0)), crop * 255)
+
+
+def _low_resolution(pixels: np.ndarray, rng: np.random.Generator) -> Capture:
+    """A digit that exists only at 8-20 px (a thumbnail, a low-DPI scan), enlarged up to 10x by a viewer."""
+    small = int(rng.integers(8, 21))
+    margin = int(rng.integers(0, small // 3 + 1))
+    ink = _ink(pixels, small, rng)
+    page = np.pad(ink, margin)
+    size = page.shape[0] * int(rng.integers(2, 11))
+    method = [Image.NEAREST, Image.BILINEAR, Image.BICUBIC][int(rng.integers(0, 3))]
+    enlarged = np.asarray(Image.fromarray(page.astype(np.float32)).resize((size, size), method), dtype=np.float32)
+    # What can be recovered: the small digit, smoothly enlarged (its details are gone at 8-20 px).
+    ideal = np.asarray(Image.fromarray(page.astype(np.float32)).resize((size, size), Image.BILINEAR)) * 255
+    return Capture(_on_paper(np.clip(enlarged, 0, 1), rng, noise=(0, 6), blur=(0, 1.5)), ideal)
+
+
+def _broken_or_faint(pixels: np.ndarray, rng: np.random.Generator) -> Capture:
+    """A pen running dry: faint ink (25-80 levels from its paper) or strokes with gaps, or both."""
+    side = int(round(28 * rng.uniform(3, 10)))
+    ink = _ink(pixels, side, rng)
+    ideal = ink * 255
+    if rng.random() < 0.6:  # gaps: a few small discs of paper across the strokes
+        ys, xs = np.nonzero(ink > 0.5)
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(0, len(ys)))
+            radius = side * rng.uniform(0.02, 0.05)
+            yy, xx = np.ogrid[:side, :side]
+            ink = np.where((yy - ys[k]) ** 2 + (xx - xs[k]) ** 2 <= radius ** 2, 0.0, ink)
+    paper = rng.uniform(170, 255)
+    contrast = rng.uniform(25, 80) if rng.random() < 0.6 else rng.uniform(120, 200)
+    page = np.pad(ink, int(side * rng.uniform(0.2, 1.0)))
+    return Capture(_on_paper(page, rng, paper=(paper, paper), pen=(paper - contrast, paper - contrast),
+                             noise=(0, 4), blur=(0, 1.0)), ideal)
+
+
 FAMILIES: Dict[str, Callable[[np.ndarray, np.random.Generator], Capture]] = {
     "photo, dark pen on grey or white paper": lambda px, rng: _photograph(
         px, rng, scale=(1.5, 10), paper=(150, 255), noise=(0, 12), falloff=(0, 0.3), tilt=5, blur=(0, 1.2),
@@ -199,6 +258,12 @@ FAMILIES: Dict[str, Callable[[np.ndarray, np.random.Generator], Capture]] = {
         quality=(30, 95)),
     "saved by a program (28 px, inverted, scaled, canvas export)": _digital,
     "thin pen in a drawing program": _thin_pen,
+    "cropped to the ink, edges touched": _tight_crop,
+    "low-resolution source enlarged": _low_resolution,
+    "thick marker": lambda px, rng: _photograph(
+        px, rng, scale=(3, 10), paper=(170, 255), noise=(0, 8), falloff=(0, 0.2), tilt=5, blur=(0, 1.0),
+        pen=_dark_pen, width=(2.0, 3.5)),
+    "broken or faint strokes": _broken_or_faint,
 }
 
 

@@ -23,6 +23,10 @@ KERAS_SEMANTICS = {
     "keras3": {"eps_placement": "inside", "clip_probabilities": True},
 }
 
+# --distort: the training digits redrawn each epoch (data/distort.py); --lr-schedule: the learning rate by epoch.
+DISTORTIONS = ("affine", "elastic", "pen")
+LR_SCHEDULES = ("constant", "cosine")
+
 # --amp: off (float32) or bf16 (training forward passes under bfloat16 autocast; see recipe.AUTOCAST_DTYPES).
 AMP_MODES = ("off", "bf16")
 
@@ -48,6 +52,9 @@ class TrainConfig:
     loader: str = "memory"  # decoded tensors on the device; "dataloader" = per-image transform
     # keras2 matches the reference's logged curves (see keras_reference.md and README).
     keras_semantics: str = "keras2"
+    # Beyond the reference (make train-robust): distorted training digits and a decaying learning rate.
+    distort: Tuple[str, ...] = ()  # any of DISTORTIONS; () trains on MNIST's digits as they are
+    lr_schedule: str = "constant"  # "cosine": lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2 for each epoch
     # Speed options; neither changes the formula, only its rounding (docs/performance.md):
     compile: bool = True  # each training step one torch.compile graph (eager where it cannot be built)
     amp: str = "off"  # "bf16": training forward passes under bfloat16 autocast
@@ -58,6 +65,8 @@ class TrainConfig:
             self.hidden = (self.hidden,)
         elif isinstance(self.hidden, (list, tuple)):
             self.hidden = tuple(self.hidden)
+        if isinstance(self.distort, (list, tuple)):
+            self.distort = tuple(self.distort)
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`UserError` for a value no run could use (of any type); return self."""
@@ -81,6 +90,12 @@ class TrainConfig:
         _check_choice("loader", self.loader, LOADERS)
         _check_choice("keras-semantics", self.keras_semantics, tuple(KERAS_SEMANTICS))
         _check_choice("amp", self.amp, AMP_MODES)
+        _check_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        if not isinstance(self.distort, tuple) or len(set(self.distort)) != len(self.distort) or any(
+                not isinstance(kind, str) or kind not in DISTORTIONS for kind in self.distort):
+            raise UserError(f"--distort takes distinct names from {', '.join(DISTORTIONS)}, got {self.distort!r}")
+        if self.distort and self.loader != "memory":
+            raise UserError("--distort draws its digits from the decoded tensors: use it with --loader memory")
         if not isinstance(self.compile, bool):
             raise UserError(f"compile must be true or false, got {self.compile!r}")
         return self
@@ -88,6 +103,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         values = asdict(self)
         values["hidden"] = list(self.hidden)  # the same in a checkpoint and in its JSON
+        values["distort"] = list(self.distort)
         return values
 
     @classmethod
@@ -100,6 +116,13 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown configuration keys {unknown}; was this written by a newer torch_mnist?")
         return cls(**values)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (1-based) under ``config.lr_schedule``."""
+    if config.lr_schedule == "cosine":
+        return config.lr * (1 + math.cos(math.pi * (epoch - 1) / config.epochs)) / 2
+    return config.lr
 
 
 def _is_number(value) -> bool:

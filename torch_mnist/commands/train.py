@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
-from ..config import AMP_MODES, DATASET_NAMES, KERAS_SEMANTICS, LOADERS, TrainConfig
+from ..config import AMP_MODES, DATASET_NAMES, DISTORTIONS, KERAS_SEMANTICS, LOADERS, LR_SCHEDULES, TrainConfig
 from ..data.registry import NORMALIZATIONS, resolve_data_root
 from ..errors import Note, UserError
 from .common import (Parser, Terminated, check_distinct_paths, check_output_path, check_replaceable, class_names,
@@ -43,6 +43,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keras-semantics", choices=tuple(KERAS_SEMANTICS),
                    help=f"RMSprop epsilon placement and loss clipping of that Keras generation "
                         f"(default: {DEFAULTS.keras_semantics})")
+    p.add_argument("--distort", nargs="*", choices=DISTORTIONS, metavar="KIND",
+                   help=f"redraw every training digit each epoch through these distortions, any of "
+                        f"{', '.join(DISTORTIONS)} (docs/robust.md; give none to turn them off; default: "
+                        f"{' '.join(DEFAULTS.distort) or 'none'})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help=f"constant, or cosine: the learning rate decays to ~0 over the run's epochs "
+                        f"(default: {DEFAULTS.lr_schedule})")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="each training step as one torch.compile graph: forward, backward and RMSprop update "
                         "(the first epoch includes compiling; without a working compiler it trains eagerly, "

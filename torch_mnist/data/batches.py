@@ -61,10 +61,14 @@ class InMemoryBatches:
             for start in range(0, self.num_samples, self.batch_size):
                 yield images[start:start + self.batch_size], labels[start:start + self.batch_size]
             return
-        order = epoch_permutation(self.num_samples, self.generator).to(images.device, non_blocking=True)
-        for start in range(0, self.num_samples, self.batch_size):
-            batch = self.shard.of(order[start:start + self.batch_size])
+        for batch in self.index_batches():
             yield images.index_select(0, batch), labels.index_select(0, batch)
+
+    def index_batches(self) -> Iterator[torch.Tensor]:
+        """Each shuffled batch's row indices on the split's device (this rank's share under torchrun)."""
+        order = epoch_permutation(self.num_samples, self.generator).to(self.split.images.device, non_blocking=True)
+        for start in range(0, self.num_samples, self.batch_size):
+            yield self.shard.of(order[start:start + self.batch_size])
 
 
 class PermutationBatchSampler(Sampler):

@@ -59,6 +59,10 @@ class Normalization:
             x.sub_(torch.as_tensor(self.mean)).div_(torch.as_tensor(self.std))
         return x
 
+    def background(self) -> float:
+        """The value a pixel of 0 (MNIST's paper) becomes."""
+        return float(self.apply(torch.zeros((), dtype=torch.uint8)))
+
     def to_dict(self) -> dict:
         return {"name": self.name, "mean": self.mean, "std": self.std}
 

@@ -17,7 +17,7 @@ Every threshold is relative to the measured noise or to the ink's own contrast; 
 paper under the result is exactly zero, as MNIST's is. numpy only, no torch.
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -25,6 +25,7 @@ MAD_TO_SIGMA = 1.4826  # the median absolute deviation of Gaussian noise times t
 PAPER_SIGMAS = 3.0  # while fitting the paper, pixels further than this from it (in noise units) are ink
 MIXED_SPREAD = 3.0  # a paper fit whose noise is 3x another start's has mixed ink into the paper ...
 PAPER_SHARE = 0.3  # ... when that other start calls at least this share of the image paper
+TWO_POPULATIONS = 3.8  # ink and paper: Otsu's two groups of levels this many within-spreads apart, or more
 SEED_SIGMAS = 6.0  # ink seeds stand out by 6 noise sigmas: a false seed in ~1e9 paper pixels
 EDGE_SIGMAS = 3.0  # a stroke's soft edge, joined to a seed, stands out by at least 3 sigmas
 SEED_SHARE = 0.25  # ... and seeds carry a quarter of the strongest ink: JPEG ringing around strokes is weaker
@@ -44,7 +45,32 @@ def find_ink(pixels: np.ndarray) -> np.ndarray:
     with C = 1 (grey) or 3 (colour). All zeros when nothing stands out from the paper."""
     pixels = pixels.astype(np.float32)
     terms = _surface_terms(*pixels.shape[:2])  # the same for every channel
-    deviations, paper_masks, sigmas = zip(*(_deviation_from_paper(pixels[..., c], terms)
+    ink = _ink_on_paper(pixels, terms, from_the_border=False)
+    if not ink.any() and _two_populations(pixels):
+        # Nothing stands out from a paper fitted to the whole image, yet its levels are ink and paper: a digit
+        # that fills its image (a crop to the ink, a thumbnail), whose paper is what lies along the border.
+        ink = _ink_on_paper(pixels, terms, from_the_border=True)
+    return ink
+
+
+def _two_populations(pixels: np.ndarray) -> bool:
+    """Whether an image's levels split in two groups further apart, in their own spread, than any one smooth
+    group's halves are: Otsu's split of a normal noise leaves its halves 2.7 of their spread apart, of a
+    uniform ramp of light 3.5; ink and paper stand further apart than that (measured: 4 and more)."""
+    grey = pixels.mean(axis=-1)
+    step = max(1, int(np.ceil(max(grey.shape) / FIT_SAMPLES)))
+    levels = np.clip(grey[::step, ::step], 0, 255).ravel()
+    threshold = _otsu_threshold(levels)
+    dark, light = levels[levels <= threshold], levels[levels > threshold]
+    if dark.size == 0 or light.size == 0:
+        return False
+    within = np.sqrt((dark.var() * dark.size + light.var() * light.size) / levels.size)
+    return bool(light.mean() - dark.mean() > TWO_POPULATIONS * max(within, 1e-6))
+
+
+def _ink_on_paper(pixels: np.ndarray, terms: np.ndarray, from_the_border: bool) -> np.ndarray:
+    """:func:`find_ink` with the paper of :func:`_deviation_from_paper`."""
+    deviations, paper_masks, sigmas = zip(*(_deviation_from_paper(pixels[..., c], terms, from_the_border)
                                             for c in range(pixels.shape[2])))
     deviation = np.stack(deviations, axis=-1)  # (H, W, C): pixel minus paper
     paper = np.logical_and.reduce(paper_masks)
@@ -91,9 +117,13 @@ def _surface_terms(height: int, width: int) -> np.ndarray:
     return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)
 
 
-def _deviation_from_paper(values: np.ndarray, terms: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
+def _deviation_from_paper(values: np.ndarray, terms: np.ndarray,
+                          from_the_border: bool = False) -> Tuple[np.ndarray, np.ndarray, float]:
     """One channel minus its paper (a robustly fitted smooth surface of ``terms``), the mask of pixels that
-    are paper, and the paper's noise (standard deviation, from the median absolute deviation)."""
+    are paper, and the paper's noise (standard deviation, from the median absolute deviation).
+
+    ``from_the_border``: the paper is the side of the image's levels that holds most of its border, whatever
+    the fit to the whole image says (a digit that fills its image: a crop to the ink, a thumbnail)."""
     height, width = values.shape
     step = max(1, int(np.ceil(max(height, width) / FIT_SAMPLES)))
     samples = values[::step, ::step]
@@ -105,30 +135,55 @@ def _deviation_from_paper(values: np.ndarray, terms: np.ndarray) -> Tuple[np.nda
     # Neighbouring pixels differ by the noise alone but at the few stroke edges: a cheap check of the first fit
     # (along the sampled rows: thousands of pairs pin a spread down to a few percent).
     neighbours = _centre_and_spread(np.diff(values[::step], axis=1).ravel())[1] / np.sqrt(2) if width > 1 else 0.0
-    border_side = _border_side(samples) if fits[0][1] > MIXED_SPREAD * max(neighbours, 0.5) else None
+    border_side = _border_side(samples) \
+        if from_the_border or fits[0][1] > MIXED_SPREAD * max(neighbours, 0.5) else None
     if border_side is not None:
-        fits.append(_robust_surface(sample_terms, sample_values, border_side.ravel()))
-        mixed = fits[0][1] > MIXED_SPREAD * max(fits[1][1], 0.5)
-        if not mixed or fits[1][2] < PAPER_SHARE:  # a dark table at a sheet's corners is no paper either
+        # ... and it stays on that side: a digit that spans its image leaves paper only along the edges, and
+        # a surface free to grow from there would bend through the strokes (a quadratic across a tight crop
+        # of a 1 is a valley as dark as the ink).
+        fits.append(_robust_surface(sample_terms, sample_values, border_side.ravel(), within=border_side.ravel()))
+        # Mixed: the first fit's spread is several times the paper's noise, and the border side's fit is
+        # tighter. That side's spread still holds the grey of stroke edges, which make much of a tight crop:
+        # its noise is the neighbours' then, where that is smaller.
+        mixed = from_the_border or fits[0][1] > MIXED_SPREAD * max(fits[1][1], 0.5)
+        if from_the_border:  # the paper's noise from its lighter half: stroke edges only ever darken it
+            fits[1] = (fits[1][0], _upper_spread(sample_values - sample_terms[:, :3] @ fits[1][0],
+                                                 border_side.ravel()), fits[1][2])
+        # A dark table at a sheet's corners is no paper either: the side it starts from must be a fair share
+        # of the image. That share is the side's own (its fit's share can be far smaller on clean paper,
+        # whose noise is so low that the grey of blurred stroke edges falls outside it).
+        if not mixed or max(fits[1][2], float(border_side.mean())) < PAPER_SHARE:
             fits.pop()
     coefficients, sigma, _ = fits[-1]
-    deviation = values - terms @ coefficients
+    deviation = values - terms[..., :len(coefficients)] @ coefficients
     return deviation, np.abs(deviation) <= max(PAPER_SIGMAS * sigma, 0.5), sigma
 
 
-def _robust_surface(terms: np.ndarray, values: np.ndarray, keep: np.ndarray) -> Tuple[np.ndarray, float, float]:
-    """A quadratic surface fitted to ``values`` from the ``keep`` samples outward: each round keeps those
-    within 3 noise deviations of the majority; returns its coefficients, the paper's noise and the share
-    of the samples it calls paper."""
+def _upper_spread(residuals: np.ndarray, side: np.ndarray) -> float:
+    """The noise of a paper whose darker values are mixed with grey stroke edges: the robust spread of the
+    residuals above their median on ``side``, as a symmetric noise's half would have it."""
+    values = residuals[side]
+    centre = _median(values)
+    upper = values[values >= centre] - centre
+    return MAD_TO_SIGMA * _median(upper) if upper.size else 0.0
+
+
+def _robust_surface(terms: np.ndarray, values: np.ndarray, keep: np.ndarray,
+                    within: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float, float]:
+    """A quadratic surface fitted to ``values`` from the ``keep`` samples outward (never beyond the ``within``
+    samples, if given): each round keeps those within 3 noise deviations of the majority; returns its
+    coefficients, the paper's noise and the share of the samples it calls paper."""
     used = 3  # a plane first, then the quadratic from the paper it found
     for turn in range(6):
         coefficients = _least_squares(terms[keep, :used], values[keep])
         residual = values - terms[:, :used] @ coefficients
         centre, sigma = _centre_and_spread(residual[keep])
         kept, keep = keep, np.abs(residual - centre) <= max(PAPER_SIGMAS * sigma, 0.5)  # around the majority
+        if within is not None:
+            keep &= within
         if turn > 0 and np.array_equal(kept, keep):  # the next rounds would repeat this one exactly
             break
-        used = 6
+        used = 6 if within is None else 3  # paper only along the edges pins a plane down, not a quadratic
     return coefficients, _centre_and_spread(residual[keep])[1], float(keep.mean())
 
 

@@ -11,7 +11,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.batches import make_batches
 from .checkpoint import load_checkpoint, make_checkpoint, restore, save_checkpoint
-from ..config import TrainConfig
+from ..config import TrainConfig, learning_rate
+from ..data.distort import DistortedBatches, Distorter, distortion_seed
 from ..distributed import Shard, check_divisible, dropout_seed, gather_states, local_main_first, reduce_epoch, together
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from ..errors import Note, UserError
@@ -100,6 +101,9 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
                              dataset=config.dataset))
 
     train_batches, test_batches = local_main_first(both_splits, shard, device)
+    if config.distort:  # the same shuffled batches, each image redrawn (seeded per epoch and rank)
+        distorter = Distorter(config.distort, recipe.normalization.background(), compile=config.compile)
+        train_batches = DistortedBatches(train_batches.split, config.batch_size, shuffle_generator, distorter, shard)
     train_model = _training_model(recipe.model, config, shard, device, train_batches.num_samples)
     # One compiled graph per step in one process; under torchrun, DDP's eager steps (it all-reduces gradients).
     step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn, recipe.autocast_dtype) \
@@ -114,6 +118,7 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
         try:
             for epoch in range(len(history["loss"]) + 1, config.epochs + 1):
                 started = time.perf_counter()
+                _start_epoch(train_batches, recipe.optimizer, config, epoch, shard)
                 with progress.epoch(epoch, config.epochs, len(train_batches)):
                     train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
                                             epoch, progress, recipe.autocast_dtype,
@@ -141,6 +146,16 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
             for log in logs:
                 log.close()
     return result
+
+
+def _start_epoch(train_batches, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
+                 shard: Shard) -> None:
+    """The epoch's learning rate, and its distortions' seed: both from the epoch's number, so a resumed run
+    continues exactly."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, epoch)
+    if isinstance(train_batches, DistortedBatches):
+        train_batches.start_epoch(distortion_seed(config.seed, epoch, shard.rank))
 
 
 def _rank_rng_states(shard: Shard, device: torch.device) -> Optional[dict]:

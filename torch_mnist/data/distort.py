@@ -1,0 +1,210 @@
+"""Training digits distorted on the fly, as Simard, Steinkraus and Platt (ICDAR 2003) trained their MLPs.
+
+Each training image is redrawn every epoch through up to three distortions, each
+with its own random strength per image:
+
+- ``affine``: a turn, a scale, a shear and a shift about the image's centre (the ranges below);
+- ``elastic``: Simard's field, uniform noise in [-1, 1] per pixel and axis smoothed by a
+  Gaussian of ``ELASTIC_SIGMA`` px, scaled by up to ``ELASTIC_ALPHA`` px;
+- ``pen``: the strokes made thicker (a 3x3 grey-level dilation) on a fifth of the images and
+  thinner (an erosion) on a tenth, each by a random share.
+
+It all runs batched on the training device: the pen's dilated and eroded digits are made
+once per run, and each batch's sampling grid (both maps) is one compiled graph, sampled by
+``grid_sample``'s own kernel. The random numbers come from a generator the caller seeds for
+each epoch, so a resumed run, and each rank under torchrun, sees the same digits again.
+"""
+
+import functools
+import math
+import warnings
+from typing import Callable, Iterator, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..distributed import Shard
+from ..errors import Note, one_line
+from .batches import Batch, InMemoryBatches, TensorSplit
+
+SIDE = 28
+DISTORTIONS = ("affine", "elastic", "pen")  # the names a configuration may list
+
+MAX_TURN_DEGREES = 15.0
+SCALE_RANGE = (0.85, 1.15)  # the digit's size, the same along both axes
+MAX_SHEAR = 0.3  # x moves by up to 0.3 px per px of y
+MAX_SHIFT = 2.5  # px, along each axis
+ELASTIC_SIGMA = 4.0  # px: Simard's smoothing (his best MLP field: sigma 4, alpha 34)
+ELASTIC_ALPHA = 34.0  # px: the field's largest scale; each image draws its own in [0, alpha]
+THICKER_SHARE, THINNER_SHARE = 0.2, 0.1  # of the images, their pen made thicker or thinner ...
+THICKER_AMOUNT, THINNER_AMOUNT = (0.5, 1.0), (0.3, 0.6)  # ... by this share of a full dilation or erosion
+# The smoothing's modes weaker than this share of the strongest are left out of the field: what they would
+# add is under 1% of its size (a Gaussian of 4 px over 28 keeps 8 of its 28 modes).
+ELASTIC_MODE_TOLERANCE = 1e-2
+UNIFORMS = 8  # random numbers per image: pen choice and amount, turn, scale, shear, shift x and y, field scale
+
+
+def pen_variants(images: torch.Tensor, chunk: int = 8192) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each flattened image (N, 784) with its strokes fully dilated and fully eroded (3x3), made once:
+    max-pooling every batch again would cost more than the rest of the distortions together."""
+    thicker, thinner = torch.empty_like(images), torch.empty_like(images)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].view(-1, 1, SIDE, SIDE)
+        thicker[start:start + chunk] = F.max_pool2d(x, 3, stride=1, padding=1).flatten(1)
+        thinner[start:start + chunk] = (-F.max_pool2d(-x, 3, stride=1, padding=1)).flatten(1)
+    return thicker, thinner
+
+
+@functools.lru_cache(maxsize=None)
+def elastic_basis(device: torch.device) -> torch.Tensor:
+    """(28, k): the 1-d Gaussian smoothing matrix G's strongest modes, each scaled by its strength.
+
+    Smoothed noise G U G^T (U of independent entries) equals Q L (Q^T U Q) L Q^T, and Q^T U Q has independent
+    entries of U's variance again (Q orthonormal): so the field is drawn as B W B^T, with W a k x k matrix of
+    normal numbers, instead of 784 uniform ones and two 28 x 28 products per image and axis."""
+    offsets = torch.arange(SIDE, dtype=torch.float64)
+    distance = offsets[:, None] - offsets[None, :]
+    smoothing = torch.exp(-distance ** 2 / (2 * ELASTIC_SIGMA ** 2)) / (math.sqrt(2 * math.pi) * ELASTIC_SIGMA)
+    strengths, modes = torch.linalg.eigh(smoothing)
+    keep = strengths > ELASTIC_MODE_TOLERANCE * strengths.max()
+    return (modes[:, keep] * strengths[keep]).to(torch.float32).to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _centred_pixels(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel's x and y from the image's centre, row by row: two (1, 784) tensors."""
+    ys, xs = torch.meshgrid(torch.arange(SIDE, dtype=torch.float32), torch.arange(SIDE, dtype=torch.float32),
+                            indexing="ij")
+    centre = (SIDE - 1) / 2
+    return (xs.reshape(1, -1) - centre).to(device), (ys.reshape(1, -1) - centre).to(device)
+
+
+def _span(u: torch.Tensor, bounds: Tuple[float, float]) -> torch.Tensor:
+    return bounds[0] + u * (bounds[1] - bounds[0])
+
+
+def _distortion_graph(images, thicker, thinner, uniforms, noise, basis, xs, ys, *, pen: bool, affine: bool,
+                      elastic: bool):
+    """The images after the pen change, and the grid each output pixel reads them at (grid_sample's
+    coordinates); one graph for torch.compile. Shapes: images (B, 784), uniforms (B, UNIFORMS),
+    noise (B, 2, k, k)."""
+    count = images.shape[0]
+    u = uniforms.unbind(1)
+    if pen:
+        thick, thin = u[0] < THICKER_SHARE, u[0] >= 1 - THINNER_SHARE
+        amount = torch.where(thick, _span(u[1], THICKER_AMOUNT), _span(u[1], THINNER_AMOUNT))[:, None]
+        target = torch.where(thick[:, None], thicker, torch.where(thin[:, None], thinner, images))
+        images = images + amount * (target - images)
+    centre = (SIDE - 1) / 2
+    source_x, source_y = xs + centre, ys + centre  # (1, 784), each output pixel reads its own place
+    if affine:
+        turn = _span(u[2], (-math.radians(MAX_TURN_DEGREES), math.radians(MAX_TURN_DEGREES)))[:, None]
+        scale, shear = _span(u[3], SCALE_RANGE)[:, None], _span(u[4], (-MAX_SHEAR, MAX_SHEAR))[:, None]
+        cos, sin = torch.cos(turn) / scale, torch.sin(turn) / scale
+        # (turn) @ (shear) / scale, from the output pixel to where it reads, plus the shift
+        source_x = cos * xs + (cos * shear - sin) * ys + centre + _span(u[5], (-MAX_SHIFT, MAX_SHIFT))[:, None]
+        source_y = sin * xs + (sin * shear + cos) * ys + centre + _span(u[6], (-MAX_SHIFT, MAX_SHIFT))[:, None]
+    if elastic:
+        # B W B^T per image and axis, as multiplies and sums over k (~8): Inductor fuses them into its loops,
+        # where a library call on such thin matrices costs more than the whole sum.
+        smoothed = (noise[:, :, :, None, :] * basis[None, None, None, :, :]).sum(-1)  # (B, 2, k, 28): W B^T
+        field = (basis[None, None, :, :, None] * smoothed[:, :, None, :, :]).sum(-2)  # (B, 2, 28, 28)
+        field = field.reshape(count, 2, SIDE * SIDE) * _span(u[7], (0.0, ELASTIC_ALPHA))[:, None, None]
+        source_x, source_y = source_x + field[:, 0], source_y + field[:, 1]
+    to_grid = 2.0 / SIDE  # pixel centres at (2i + 1) / 28 - 1 (align_corners=False)
+    grid = torch.stack([(source_x + 0.5) * to_grid - 1.0, (source_y + 0.5) * to_grid - 1.0], dim=-1)
+    return images, grid.expand(count, SIDE * SIDE, 2).reshape(count, SIDE, SIDE, 2)
+
+
+class Distorter:
+    """Distorts batches of flattened images (B, 784) whose paper is ``background`` (0 for x / 255).
+
+    ``compile``: the sampling grid as one torch.compile graph (an eager fallback, with a note, where it
+    cannot be built). The pen change needs each image's dilated and eroded self: pass ``thicker`` and
+    ``thinner`` (:func:`pen_variants` of the same rows) with the images."""
+
+    def __init__(self, kinds, background: float = 0.0, compile: bool = True):
+        unknown = [kind for kind in kinds if kind not in DISTORTIONS]
+        if unknown:
+            raise ValueError(f"unknown distortions {unknown}; choose from {DISTORTIONS}")
+        self.kinds, self.background = tuple(kinds), float(background)
+        graph = functools.partial(_distortion_graph, pen="pen" in kinds, affine="affine" in kinds,
+                                  elastic="elastic" in kinds)
+        self._eager_graph: Callable = graph
+        self._graph: Callable = torch.compile(graph, fullgraph=True, dynamic=False) if compile else graph
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, thicker: Optional[torch.Tensor] = None,
+                 thinner: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not self.kinds:
+            return images
+        count, device = images.shape[0], images.device
+        uniforms = torch.rand((count, UNIFORMS), generator=generator, device=device)
+        basis = elastic_basis(device)
+        noise = torch.randn((count, 2, basis.shape[1], basis.shape[1]), generator=generator, device=device) \
+            * math.sqrt(1 / 3) if "elastic" in self.kinds else uniforms  # U(-1, 1) has variance 1/3
+        if "pen" in self.kinds and (thicker is None or thinner is None):
+            raise ValueError("the pen distortion needs each image's thicker and thinner variants")
+        # The paper at 0, where grid_sample pads (a dilation commutes with the shift: any variants will do).
+        x = images - self.background
+        thicker = thicker - self.background if thicker is not None else x
+        thinner = thinner - self.background if thinner is not None else x
+        arguments = (x, thicker, thinner, uniforms, noise, basis, *_centred_pixels(device))
+        x, grid = self._run(arguments)
+        if "affine" in self.kinds or "elastic" in self.kinds:
+            x = F.grid_sample(x.view(count, 1, SIDE, SIDE), grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+        return x.reshape(count, SIDE * SIDE) + self.background
+
+    def _run(self, arguments: tuple):
+        if self._graph is self._eager_graph:
+            return self._graph(*arguments)
+        try:
+            return self._graph(*arguments)
+        except Exception as e:  # torch.compile raises many types; nothing has run yet
+            warnings.warn(f"the distortions cannot be compiled here ({one_line(e)}); drawing them eagerly, "
+                          "which is slower", Note, stacklevel=3)
+            self._graph = self._eager_graph
+            return self._graph(*arguments)
+
+
+def distortion_seed(seed: int, epoch: int, rank: int) -> int:
+    """The distortions' seed for one epoch of one rank: a stream apart from the shuffling and the weights."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729 + 0x5EED) % (2 ** 63)
+
+
+class DistortedBatches:
+    """Shuffled training batches of a :class:`TensorSplit`, each image redrawn through a :class:`Distorter`.
+
+    Batches the same images in the same order as :class:`InMemoryBatches` with the same ``generator``;
+    call :meth:`start_epoch` with a seed (:func:`distortion_seed`) before each epoch.
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, generator: torch.Generator, distorter: Distorter,
+                 shard: Shard = Shard()):
+        self.batches = InMemoryBatches(split, batch_size, generator, shard)
+        self.distorter, self.split = distorter, split
+        self.num_samples = self.batches.num_samples
+        # The pen's variants of every image, made once (a dilation commutes with the normalization's shift).
+        self.variants = pen_variants(split.images) if "pen" in distorter.kinds else (None, None)
+        self.generator = torch.Generator(device=split.images.device)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def start_epoch(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def __iter__(self) -> Iterator[Batch]:
+        thicker, thinner = self.variants
+        for indices in self.batches.index_batches():
+            images = self.split.images.index_select(0, indices)
+            variants = [v.index_select(0, indices) if v is not None else None for v in (thicker, thinner)]
+            yield self.distorter(images, self.generator, *variants), self.split.labels.index_select(0, indices)
+
+
+def distortion_examples(images: torch.Tensor, kinds, seed: int = 0) -> torch.Tensor:
+    """``images`` (N, 784, paper at 0) distorted once, eagerly: for looking at what training sees."""
+    distorter = Distorter(kinds, compile=False)
+    thicker, thinner = pen_variants(images)
+    return distorter(images, torch.Generator(device=images.device).manual_seed(seed), thicker, thinner)
+
