@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install train train-mlp2 evaluate test test-fast bench reproduce lint clean
+.PHONY: install train train-mlp2 train-robust evaluate test test-fast bench reproduce lint clean
 
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ train-mlp2: $(STAMP)
 	mkdir -p runs/mlp2
 	$(BIN)/python scripts/train.py --hidden 512 512 --dropout 0.2 --out runs/mlp2/ckpt.pt
 
+# A model for your own digits: the same MLP trained on digits distorted afresh every epoch (turned, scaled,
+# sheared, shifted, elastically warped, thicker or thinner pen) with a cosine learning rate: docs/robust.md.
+train-robust: $(STAMP)
+	$(BIN)/python scripts/train.py --distort affine elastic pen --lr-schedule cosine --epochs 60 --out robust.pt
+
 evaluate: $(STAMP)
 	$(BIN)/python scripts/evaluate.py --checkpoint ckpt.pt
 
@@ -57,4 +62,5 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache ckpt.pt ckpt.json ckpt.curves.png ckpt.confusion.png bench.json runs
+	rm -f robust.pt robust.json robust.curves.png robust.confusion.png
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

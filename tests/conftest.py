@@ -53,9 +53,11 @@ def uncompiled_steps(request, monkeypatch):
     """
     if request.node.get_closest_marker("compile") or request.node.get_closest_marker("slow"):
         return
+    from torch_mnist.data import distort
     from torch_mnist.training import compiled
 
     monkeypatch.setattr(compiled, "_new_compiled_step", lambda: compiled._step)
+    monkeypatch.setattr(distort, "compiled", lambda graph: graph)  # the distortions' graph, op by op too
 
 
 @pytest.fixture(autouse=True)

@@ -262,7 +262,7 @@ FAMILIES: Dict[str, Callable[[np.ndarray, np.random.Generator], Capture]] = {
     "low-resolution source enlarged": _low_resolution,
     "thick marker": lambda px, rng: _photograph(
         px, rng, scale=(3, 10), paper=(170, 255), noise=(0, 8), falloff=(0, 0.2), tilt=5, blur=(0, 1.0),
-        pen=_dark_pen, width=(2.0, 3.5)),
+        pen=_dark_pen, width=(1.8, 3.0)),
     "broken or faint strokes": _broken_or_faint,
 }
 

@@ -96,6 +96,24 @@ class TestApi:
             assert b"http" not in body.replace(b"http://www.w3.org", b"")  # nothing fetched from elsewhere
             assert server.request("GET", "/health")[::2] == (200, b'{"status": "ok"}')
 
+    def test_the_page_names_its_model_as_text(self, synthetic_reader):
+        synthetic_reader.description = 'robust.pt: <script>alert("x")</script>'
+        try:
+            with Running(synthetic_reader) as server:
+                body = server.request("GET", "/")[2]
+        finally:
+            synthetic_reader.description = "a model"
+        assert b"Read by robust.pt: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;." in body
+
+    def test_describe_model(self):
+        from torch_mnist.commands.serve import describe_model
+
+        robust = TrainConfig(distort=("affine", "elastic", "pen"))
+        assert describe_model("robust.pt", robust, 60) == (
+            "robust.pt: a 784-512-10 MLP trained 60 epochs on digits distorted (affine, elastic, pen)")
+        assert describe_model("ckpt.pt", TrainConfig(hidden=(512, 512)), 20) == (
+            "ckpt.pt: a 784-512-512-10 MLP trained 20 epochs on MNIST's digits as they are")
+
     def test_an_image_is_read_as_predict_py_reads_it(self, synthetic_reader, tmp_path):
         image = _png(_digit(0))
         with Running(synthetic_reader) as server:

@@ -9,7 +9,7 @@ from ..data.registry import resolve_data_root
 from ..errors import UserError
 from .common import Parser, check_output_path, data_flag, device_flag
 
-VARIANTS = ("eager", "bf16", "eager-bf16")  # the keys of torch_mnist.reports.benchmark.VARIANTS (checked by the tests)
+VARIANTS = ("eager", "bf16", "eager-bf16", "distorted")  # the keys of torch_mnist.reports.benchmark.VARIANTS (checked by the tests)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -35,8 +35,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     checkpoint = load_checkpoint(Path(args.checkpoint))
     device = resolve_device(args.device)
     model, normalization = build_model(checkpoint, device), checkpoint_normalization(checkpoint)
+    config = checkpoint_config(checkpoint)
     reader = DigitReader(partial(predict_probabilities, model, normalization, device=device),
-                         class_names(checkpoint_config(checkpoint).dataset))
+                         class_names(config.dataset), describe_model(Path(args.checkpoint).name, config,
+                                                                     checkpoint["epoch"]))
     try:
         server = make_server(reader, args.host, args.port, args.max_body)
     except OSError as e:
@@ -50,3 +52,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     return 0
+
+
+def describe_model(name: str, config, epochs: int) -> str:
+    """One line on the page: the file, its layers and how it was trained."""
+    layers = "-".join(str(width) for width in (784, *config.hidden, 10))
+    training = f"digits distorted ({', '.join(config.distort)})" if config.distort else "MNIST's digits as they are"
+    return f"{name}: a {layers} MLP trained {epochs} epochs on {training}"

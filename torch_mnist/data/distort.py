@@ -83,18 +83,28 @@ def _span(u: torch.Tensor, bounds: Tuple[float, float]) -> torch.Tensor:
     return bounds[0] + u * (bounds[1] - bounds[0])
 
 
-def _distortion_graph(images, thicker, thinner, uniforms, noise, basis, xs, ys, *, pen: bool, affine: bool,
-                      elastic: bool):
-    """The images after the pen change, and the grid each output pixel reads them at (grid_sample's
-    coordinates); one graph for torch.compile. Shapes: images (B, 784), uniforms (B, UNIFORMS),
-    noise (B, 2, k, k)."""
-    count = images.shape[0]
-    u = uniforms.unbind(1)
-    if pen:
+def elastic_field(noise: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Smoothed noise fields (B, 2, 784), px before scaling, from ``noise`` (B, 2, k, k) of variance 1/3 and
+    :func:`elastic_basis`: B W B^T per image and axis. Written as multiplies and sums over k (~8), which
+    Inductor fuses into its loops, where a library call on such thin matrices costs more than the sum."""
+    smoothed = (noise[:, :, :, None, :] * basis[None, None, None, :, :]).sum(-1)  # (B, 2, k, 28): W B^T
+    field = (basis[None, None, :, :, None] * smoothed[:, :, None, :, :]).sum(-2)  # (B, 2, 28, 28)
+    return field.reshape(noise.shape[0], 2, SIDE * SIDE)
+
+
+def _distortion_graph(images, thicker, thinner, rows, randoms, basis, xs, ys, *, pen: bool, affine: bool,
+                      elastic: bool, background: float):
+    """The ``rows`` of ``images`` after the pen change, their paper at 0, and the grid each output pixel
+    reads them at (grid_sample's coordinates): one graph for torch.compile, the rows' gathers fused into its
+    loops. Shapes: images (N, 784), rows (B,), randoms (B, UNIFORMS + 2 k^2) uniform in [0, 1)."""
+    count = rows.shape[0]
+    u = randoms[:, :UNIFORMS].unbind(1)
+    x = images[rows] - background  # the paper at 0, where grid_sample pads
+    if pen:  # a dilation commutes with the normalization's shift: the variants' paper is at background too
         thick, thin = u[0] < THICKER_SHARE, u[0] >= 1 - THINNER_SHARE
         amount = torch.where(thick, _span(u[1], THICKER_AMOUNT), _span(u[1], THINNER_AMOUNT))[:, None]
-        target = torch.where(thick[:, None], thicker, torch.where(thin[:, None], thinner, images))
-        images = images + amount * (target - images)
+        target = torch.where(thick[:, None], thicker[rows], torch.where(thin[:, None], thinner[rows], x + background))
+        x = x + amount * (target - background - x)
     centre = (SIDE - 1) / 2
     source_x, source_y = xs + centre, ys + centre  # (1, 784), each output pixel reads its own place
     if affine:
@@ -105,55 +115,55 @@ def _distortion_graph(images, thicker, thinner, uniforms, noise, basis, xs, ys, 
         source_x = cos * xs + (cos * shear - sin) * ys + centre + _span(u[5], (-MAX_SHIFT, MAX_SHIFT))[:, None]
         source_y = sin * xs + (sin * shear + cos) * ys + centre + _span(u[6], (-MAX_SHIFT, MAX_SHIFT))[:, None]
     if elastic:
-        # B W B^T per image and axis, as multiplies and sums over k (~8): Inductor fuses them into its loops,
-        # where a library call on such thin matrices costs more than the whole sum.
-        smoothed = (noise[:, :, :, None, :] * basis[None, None, None, :, :]).sum(-1)  # (B, 2, k, 28): W B^T
-        field = (basis[None, None, :, :, None] * smoothed[:, :, None, :, :]).sum(-2)  # (B, 2, 28, 28)
-        field = field.reshape(count, 2, SIDE * SIDE) * _span(u[7], (0.0, ELASTIC_ALPHA))[:, None, None]
+        k = basis.shape[1]
+        noise = (randoms[:, UNIFORMS:] * 2 - 1).view(count, 2, k, k)  # uniform in [-1, 1), as Simard's
+        field = elastic_field(noise, basis) * _span(u[7], (0.0, ELASTIC_ALPHA))[:, None, None]
         source_x, source_y = source_x + field[:, 0], source_y + field[:, 1]
     to_grid = 2.0 / SIDE  # pixel centres at (2i + 1) / 28 - 1 (align_corners=False)
     grid = torch.stack([(source_x + 0.5) * to_grid - 1.0, (source_y + 0.5) * to_grid - 1.0], dim=-1)
-    return images, grid.expand(count, SIDE * SIDE, 2).reshape(count, SIDE, SIDE, 2)
+    return x, grid.expand(count, SIDE * SIDE, 2).reshape(count, SIDE, SIDE, 2)
+
+
+def compiled(graph: Callable) -> Callable:
+    """``graph`` through torch.compile: one static graph per batch shape (a full batch and a ragged last)."""
+    return torch.compile(graph, fullgraph=True, dynamic=False)
 
 
 class Distorter:
-    """Distorts batches of flattened images (B, 784) whose paper is ``background`` (0 for x / 255).
+    """Distorted copies of rows of ``images`` (N, 784), a split whose paper is ``background`` (0 for x / 255).
 
-    ``compile``: the sampling grid as one torch.compile graph (an eager fallback, with a note, where it
-    cannot be built). The pen change needs each image's dilated and eroded self: pass ``thicker`` and
-    ``thinner`` (:func:`pen_variants` of the same rows) with the images."""
+    The pen's dilated and eroded images are made here, once. ``compile``: each batch's work but the sampling
+    itself as one torch.compile graph (an eager fallback, with a note, where it cannot be built); the
+    sampling is ``grid_sample``'s own kernel, several times quicker than a compiled one."""
 
-    def __init__(self, kinds, background: float = 0.0, compile: bool = True):
+    def __init__(self, images: torch.Tensor, kinds, background: float = 0.0, compile: bool = True):
         unknown = [kind for kind in kinds if kind not in DISTORTIONS]
         if unknown:
             raise ValueError(f"unknown distortions {unknown}; choose from {DISTORTIONS}")
-        self.kinds, self.background = tuple(kinds), float(background)
+        self.images, self.kinds, self.background = images, tuple(kinds), float(background)
+        self.thicker, self.thinner = pen_variants(images) if "pen" in kinds else (images, images)
+        self.geometric = "affine" in kinds or "elastic" in kinds
+        self.randoms = UNIFORMS + (2 * elastic_basis(images.device).shape[1] ** 2 if "elastic" in kinds else 0)
         graph = functools.partial(_distortion_graph, pen="pen" in kinds, affine="affine" in kinds,
-                                  elastic="elastic" in kinds)
+                                  elastic="elastic" in kinds, background=self.background)
         self._eager_graph: Callable = graph
-        self._graph: Callable = torch.compile(graph, fullgraph=True, dynamic=False) if compile else graph
+        self._graph: Callable = compiled(graph) if compile and kinds else graph
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator, thicker: Optional[torch.Tensor] = None,
-                 thinner: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The ``rows`` (indices on the images' device) distorted, (len(rows), 784), with randoms drawn from
+        ``generator`` (a generator of that device), the same for the same generator state."""
         if not self.kinds:
-            return images
-        count, device = images.shape[0], images.device
-        uniforms = torch.rand((count, UNIFORMS), generator=generator, device=device)
-        basis = elastic_basis(device)
-        noise = torch.randn((count, 2, basis.shape[1], basis.shape[1]), generator=generator, device=device) \
-            * math.sqrt(1 / 3) if "elastic" in self.kinds else uniforms  # U(-1, 1) has variance 1/3
-        if "pen" in self.kinds and (thicker is None or thinner is None):
-            raise ValueError("the pen distortion needs each image's thicker and thinner variants")
-        # The paper at 0, where grid_sample pads (a dilation commutes with the shift: any variants will do).
-        x = images - self.background
-        thicker = thicker - self.background if thicker is not None else x
-        thinner = thinner - self.background if thinner is not None else x
-        arguments = (x, thicker, thinner, uniforms, noise, basis, *_centred_pixels(device))
+            return self.images.index_select(0, rows)
+        device = self.images.device
+        randoms = torch.rand((rows.shape[0], self.randoms), generator=generator, device=device)
+        arguments = (self.images, self.thicker, self.thinner, rows, randoms, elastic_basis(device),
+                     *_centred_pixels(device))
         x, grid = self._run(arguments)
-        if "affine" in self.kinds or "elastic" in self.kinds:
-            x = F.grid_sample(x.view(count, 1, SIDE, SIDE), grid, mode="bilinear", padding_mode="zeros",
+        if self.geometric:
+            x = F.grid_sample(x.view(-1, 1, SIDE, SIDE), grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False)
-        return x.reshape(count, SIDE * SIDE) + self.background
+        x = x.reshape(rows.shape[0], SIDE * SIDE)
+        return x + self.background if self.background else x
 
     def _run(self, arguments: tuple):
         if self._graph is self._eager_graph:
@@ -173,7 +183,8 @@ def distortion_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 class DistortedBatches:
-    """Shuffled training batches of a :class:`TensorSplit`, each image redrawn through a :class:`Distorter`.
+    """Shuffled training batches of a :class:`TensorSplit`, each image redrawn through a :class:`Distorter`
+    of the split's images.
 
     Batches the same images in the same order as :class:`InMemoryBatches` with the same ``generator``;
     call :meth:`start_epoch` with a seed (:func:`distortion_seed`) before each epoch.
@@ -181,11 +192,11 @@ class DistortedBatches:
 
     def __init__(self, split: TensorSplit, batch_size: int, generator: torch.Generator, distorter: Distorter,
                  shard: Shard = Shard()):
+        if distorter.images is not split.images:
+            raise ValueError("the distorter must be made from this split's images")
         self.batches = InMemoryBatches(split, batch_size, generator, shard)
-        self.distorter, self.split = distorter, split
+        self.distorter, self.labels = distorter, split.labels
         self.num_samples = self.batches.num_samples
-        # The pen's variants of every image, made once (a dilation commutes with the normalization's shift).
-        self.variants = pen_variants(split.images) if "pen" in distorter.kinds else (None, None)
         self.generator = torch.Generator(device=split.images.device)
 
     def __len__(self) -> int:
@@ -195,16 +206,11 @@ class DistortedBatches:
         self.generator.manual_seed(seed)
 
     def __iter__(self) -> Iterator[Batch]:
-        thicker, thinner = self.variants
-        for indices in self.batches.index_batches():
-            images = self.split.images.index_select(0, indices)
-            variants = [v.index_select(0, indices) if v is not None else None for v in (thicker, thinner)]
-            yield self.distorter(images, self.generator, *variants), self.split.labels.index_select(0, indices)
+        for rows in self.batches.index_batches():
+            yield self.distorter(rows, self.generator), self.labels.index_select(0, rows)
 
 
 def distortion_examples(images: torch.Tensor, kinds, seed: int = 0) -> torch.Tensor:
     """``images`` (N, 784, paper at 0) distorted once, eagerly: for looking at what training sees."""
-    distorter = Distorter(kinds, compile=False)
-    thicker, thinner = pen_variants(images)
-    return distorter(images, torch.Generator(device=images.device).manual_seed(seed), thicker, thinner)
-
+    rows = torch.arange(len(images), device=images.device)
+    return Distorter(images, kinds, compile=False)(rows, torch.Generator(device=images.device).manual_seed(seed))

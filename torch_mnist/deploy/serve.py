@@ -10,6 +10,7 @@ import io
 import json
 import sys
 import threading
+from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -31,8 +32,9 @@ class DigitReader:
     ``probabilities`` is any model's (a checkpoint's through torch, an ONNX file's through onnxruntime).
     """
 
-    def __init__(self, probabilities: Probabilities, class_names: List[str]):
+    def __init__(self, probabilities: Probabilities, class_names: List[str], description: str = "a model"):
         self.probabilities, self.class_names = probabilities, class_names
+        self.description = description  # which model reads the page's digits, shown on it
         self._lock = threading.Lock()  # one forward pass at a time: torch's CPU kernels use every core already
 
     def read(self, image: bytes) -> dict:
@@ -53,9 +55,11 @@ def _png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def page() -> bytes:
-    """The drawing page: one self-contained HTML file (CSS and JavaScript inline, nothing fetched)."""
-    return resources.files("torch_mnist").joinpath("web/index.html").read_bytes()
+def page(description: str = "a model") -> bytes:
+    """The drawing page: one self-contained HTML file (CSS and JavaScript inline, nothing fetched), naming the
+    model that reads it."""
+    html = resources.files("torch_mnist").joinpath("web/index.html").read_text(encoding="utf-8")
+    return html.replace("{{model}}", escape(description)).encode()
 
 
 READ_TIMEOUT_SECONDS = 10.0  # a connection whose request or body stalls this long is dropped
@@ -81,7 +85,7 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
 
         def do_GET(self):
             if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page(), "text/html; charset=utf-8")
+                self._send(HTTPStatus.OK, page(reader.description), "text/html; charset=utf-8")
             elif self.path == "/health":
                 self._json(HTTPStatus.OK, {"status": "ok"})
             else:

@@ -26,6 +26,7 @@ DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 canvas
 WORK_MAX = 256  # larger images are reduced to this longer side before the ink is looked for
 MNIST_STROKE = 0.12  # MNIST strokes are ~2.5 px of the 20 px box; thinner ink is thickened to this
 THIN_STROKE = 0.06  # ... when it is thinner than this fraction of the digit's longer side
+THICK_STROKE = 0.17  # ... and thicker ink thinned to it beyond this (99% of MNIST's digits are thinner)
 
 
 class BlankImage(UserError):
@@ -166,6 +167,9 @@ def to_mnist_canvas(ink: np.ndarray) -> np.ndarray:
         grow = int(round(MNIST_STROKE * longer - width)) | 1  # a max filter of odd size widens by size - 1
         crop = np.pad(crop, grow // 2)
         crop = _max_filter(crop.astype(np.float32), grow)
+    elif width > THICK_STROKE * longer:  # a marker: its strokes brought back to MNIST's width (a min filter)
+        shrink = int(round(width - MNIST_STROKE * longer)) | 1
+        crop = -_max_filter(-crop.astype(np.float32), shrink)
     height, width = crop.shape
     scale = DIGIT_BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from ..data.batches import InMemoryBatches, TensorSplit, decode, make_batches
-from ..config import TrainConfig
+from ..config import DISTORTIONS, TrainConfig
+from ..data.distort import DistortedBatches, Distorter, distortion_seed
 from ..data.mnist import load_mnist
 from ..training.engine import EpochMeter, evaluate, train_one_epoch, training_step
 from ..model.mlp import IMAGE_PIXELS, MLP
@@ -39,7 +40,9 @@ class Variant:
 
 VARIANTS = {"eager": Variant("fast path with eager steps (--no-compile)", {"compile": False}),
             "bf16": Variant("fast path with --amp bf16 (bf16 matmuls, compiled step)", {"amp": "bf16"}),
-            "eager-bf16": Variant("fast path with --amp bf16 and eager steps", {"amp": "bf16", "compile": False})}
+            "eager-bf16": Variant("fast path with --amp bf16 and eager steps", {"amp": "bf16", "compile": False}),
+            "distorted": Variant("fast path with every digit distorted (--distort affine elastic pen)",
+                                 {"distort": DISTORTIONS})}
 
 
 def _sync(device: torch.device) -> None:
@@ -166,9 +169,13 @@ def epoch_timer(train_batches, test_batches, device: torch.device,
     step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn, recipe.autocast_dtype) \
         if config.compile else None
 
+    epochs = itertools.count(1)
+
     def one_epoch() -> float:
         _sync(device)
         start = time.perf_counter()
+        if isinstance(train_batches, DistortedBatches):  # a new seed each epoch, as the training loop's
+            train_batches.start_epoch(distortion_seed(config.seed, next(epochs), 0))
         train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn,
                         autocast_dtype=recipe.autocast_dtype, step=step)
         evaluate(recipe.model, test_batches, device, recipe.loss_fn)
@@ -340,8 +347,12 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
     train_set = decode(load_mnist(data_root, True, dataset=config.dataset), normalization, device)
     test_set = decode(load_mnist(data_root, False, dataset=config.dataset), normalization, device)
 
-    def shuffled():  # the same seeded batches for every measurement
-        return InMemoryBatches(train_set, config.batch_size, torch.Generator().manual_seed(config.seed))
+    def shuffled(distort: tuple = ()):  # the same seeded batches for every measurement
+        generator = torch.Generator().manual_seed(config.seed)
+        if distort:  # each image redrawn, as train.py --distort does it
+            distorter = Distorter(train_set.images, distort, normalization.background(), compile=config.compile)
+            return DistortedBatches(train_set, config.batch_size, generator, distorter)
+        return InMemoryBatches(train_set, config.batch_size, generator)
 
     in_order = InMemoryBatches(test_set, config.batch_size)
     contenders = {"fast": epoch_timer(shuffled(), in_order, device, config)}
@@ -350,7 +361,8 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
     peak_fast_path = peak_rss_mb()
     for name in variants:  # each a fresh run on its own batches, timed in turn with the others
         variant = VARIANTS[name]
-        contenders[name] = epoch_timer(shuffled(), in_order, device, replace(config, **variant.config))
+        variant_config = replace(config, **variant.config)
+        contenders[name] = epoch_timer(shuffled(variant_config.distort), in_order, device, variant_config)
     peers = peer_timers(train_set, test_set) if loader_repeats else {}
     try:
         # The peers as fast as ours take turns with ours, epoch by epoch; the slow ones (Keras on torch,

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..config import KERAS_SEMANTICS, TrainConfig
+from ..config import KERAS_SEMANTICS, TrainConfig, learning_rate
 from ..data.mnist import Normalization
 from ..errors import Note, UserError
 from ..files import atomic_write, signals_deferred
@@ -220,7 +220,7 @@ def _check_run_state(checkpoint: dict, config: TrainConfig, path: Path) -> None:
             not isinstance(history.get(key), list) or len(history[key]) != epoch
             or not all(type(v) in (int, float) and math.isfinite(v) for v in history[key]) for key in HISTORY_KEYS):
         raise UserError(f"{path}: the history is not {epoch} finite figures for each of {', '.join(HISTORY_KEYS)}")
-    _check_optimizer_state(checkpoint["optimizer_state"], config, path)
+    _check_optimizer_state(checkpoint["optimizer_state"], config, epoch, path)
     state_size = torch.Generator().get_state().numel()
     for key in ("rng_state", "torch_rng_state"):
         state = checkpoint.get(key, torch.Generator().get_state())  # torch_rng_state: absent in old files
@@ -240,15 +240,16 @@ def _is_state(state) -> bool:
     return isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1
 
 
-def _check_optimizer_state(state, config: TrainConfig, path: Path) -> None:
+def _check_optimizer_state(state, config: TrainConfig, epoch: int, path: Path) -> None:
     """RMSprop's ``state_dict``: one parameter group over the model's tensors, averages of their shapes."""
     shapes = list(weight_shapes(config).values())  # in the model's parameter order
     groups = state.get("param_groups") if isinstance(state, dict) else None
     group = groups[0] if isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict) else {}
     if group.get("params") != list(range(len(shapes))) or not isinstance(state.get("state"), dict):
         raise UserError(f"{path}: optimizer_state is not RMSprop's state for this model")
-    # Loading an optimizer's state also loads its hyperparameters: they must be the configuration's.
-    expected = {"lr": config.lr, "rho": config.rho, "eps": config.eps,
+    # Loading an optimizer's state also loads its hyperparameters: they must be the configuration's (the
+    # learning rate its schedule's at the saved epoch).
+    expected = {"lr": learning_rate(config, max(epoch, 1)), "rho": config.rho, "eps": config.eps,
                 "eps_placement": KERAS_SEMANTICS[config.keras_semantics]["eps_placement"]}
     if {key: group.get(key) for key in expected} != expected:
         raise UserError(f"{path}: optimizer_state's hyperparameters {({k: group.get(k) for k in expected})} "

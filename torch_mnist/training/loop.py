@@ -102,8 +102,9 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
 
     train_batches, test_batches = local_main_first(both_splits, shard, device)
     if config.distort:  # the same shuffled batches, each image redrawn (seeded per epoch and rank)
-        distorter = Distorter(config.distort, recipe.normalization.background(), compile=config.compile)
-        train_batches = DistortedBatches(train_batches.split, config.batch_size, shuffle_generator, distorter, shard)
+        split = train_batches.split
+        distorter = Distorter(split.images, config.distort, recipe.normalization.background(), compile=config.compile)
+        train_batches = DistortedBatches(split, config.batch_size, shuffle_generator, distorter, shard)
     train_model = _training_model(recipe.model, config, shard, device, train_batches.num_samples)
     # One compiled graph per step in one process; under torchrun, DDP's eager steps (it all-reduces gradients).
     step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn, recipe.autocast_dtype) \
