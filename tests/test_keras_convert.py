@@ -223,7 +223,7 @@ class TestRefused:
 
     def test_weights_that_do_not_match_the_description(self, tmp_path, capsys):
         _family_error(tmp_path, capsys, _sequential(_dense("dense", 32), _dense("d2", 10, "softmax")),
-                      "a Dense kernel of shape [784, 16] where the chain needs [784, 32]")
+                      "layers/dense/vars/0 has shape [784, 16] where the model needs [784, 32]")
 
     def test_an_output_that_is_the_input(self, tmp_path, capsys):
         path = _write_keras3(tmp_path / "m.keras", _sequential(_dense("dense", 16), _dense("d2", 10, "softmax")))

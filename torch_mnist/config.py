@@ -2,7 +2,7 @@
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Tuple
+from typing import Tuple, Union
 
 from .data.registry import DATASETS, NORMALIZATIONS
 from .errors import UserError
@@ -45,7 +45,7 @@ class TrainConfig:
     rho: float = 0.9  # Keras RMSprop default; torch's alpha defaults to 0.99
     eps: float = 1e-7  # Keras' epsilon; torch's RMSprop defaults to 1e-8
     hidden: Tuple[int, ...] = (512,)  # one Dense(512); (512, 512) is Keras' mnist_mlp example
-    dropout: float = 0.0  # after each hidden layer; mnist_mlp uses 0.2
+    dropout: Union[float, Tuple[float, ...]] = 0.0  # after each hidden layer (or one rate each); mnist_mlp: 0.2
     seed: int = 0
     dataset: str = "mnist"  # or fashion-mnist, kmnist (torchvision's classes, same file format)
     normalize: str = "scale"  # the reference divides by 255; "standardize" as pytorch/examples
@@ -67,6 +67,8 @@ class TrainConfig:
             self.hidden = tuple(self.hidden)
         if isinstance(self.distort, (list, tuple)):
             self.distort = tuple(self.distort)
+        if isinstance(self.dropout, (list, tuple)):
+            self.dropout = tuple(self.dropout)
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`UserError` for a value no run could use (of any type); return self."""
@@ -83,7 +85,11 @@ class TrainConfig:
                 raise UserError(f"--{name} must be a positive number, got {value!r}")
         for name in ("dropout", "rho"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value < 1.0:
+            if name == "dropout" and isinstance(value, tuple):
+                if len(value) != len(self.hidden) or not all(_is_number(v) and 0.0 <= v < 1.0 for v in value):
+                    raise UserError(f"--dropout must be one rate in [0, 1), or one for each of the "
+                                    f"{len(self.hidden)} hidden layers, got {list(value)}")
+            elif not _is_number(value) or not 0.0 <= value < 1.0:
                 raise UserError(f"--{name} must be in [0, 1), got {value!r}")
         _check_choice("dataset", self.dataset, DATASET_NAMES)
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
@@ -104,6 +110,8 @@ class TrainConfig:
         values = asdict(self)
         values["hidden"] = list(self.hidden)  # the same in a checkpoint and in its JSON
         values["distort"] = list(self.distort)
+        if isinstance(self.dropout, tuple):
+            values["dropout"] = list(self.dropout)
         return values
 
     @classmethod

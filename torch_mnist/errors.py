@@ -17,3 +17,12 @@ def one_line(error: BaseException, line: int = 0) -> str:
     """A short cause for a message of ours: one line (the first, or ``line``) of a foreign error's text."""
     lines = [text for text in str(error).strip().splitlines() if text.strip()]
     return lines[line].strip() if lines else type(error).__name__
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text from a file (a layer's name, a class name) made safe for a terminal: control characters (escape
+    sequences, newlines that could forge a line of ours) shown as their escapes, and at most ``limit``
+    characters."""
+    text = str(text)
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")

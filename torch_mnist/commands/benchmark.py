@@ -7,9 +7,10 @@ from typing import List, Optional
 
 from ..data.registry import resolve_data_root
 from ..errors import UserError
-from .common import Parser, check_output_path, data_flag, device_flag
+from .common import Parser, check_outputs, data_flag, device_flag
 
-VARIANTS = ("eager", "bf16", "eager-bf16", "distorted")  # the keys of torch_mnist.reports.benchmark.VARIANTS (checked by the tests)
+# the keys of torch_mnist.reports.benchmark.VARIANTS (checked by the tests)
+VARIANTS = ("eager", "bf16", "eager-bf16", "distorted")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not 1 <= args.repeats <= 1000 or not 0 <= args.loader_repeats <= 1000:
         raise UserError(f"--repeats must be from 1 and --loader-repeats from 0, both to 1000; got {args.repeats} "
                         f"and {args.loader_repeats}")
-    check_output_path(Path(args.out))  # before minutes of measuring, not after
+    check_outputs({"--out": (Path(args.out), "benchmark")})  # before minutes of measuring, not after
     from ..reports.bench_tables import format_report  # the heavy imports, after the flags
     from ..reports.benchmark import run_benchmark
     from ..training.runtime import resolve_device

@@ -130,11 +130,14 @@ def device_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
-def check_output_path(path: Path, flag: str = "--out") -> None:
-    """Reject an output path that could not be written, before any work starts."""
+def check_output_path(path: Path, flag: str = "--out", example: str = "ckpt.pt") -> None:
+    """Reject an output path that could not be written, before any work starts (``example``: a file name
+    of the kind the flag wants, for the message about a folder)."""
     folder = path.parent
+    if str(path) in ("", "."):
+        raise UserError(f"{flag} needs a file path such as {example}")
     if path.is_dir():
-        raise UserError(f"{flag} {path}: is a directory; give a file path such as {path / 'ckpt.pt'}")
+        raise UserError(f"{flag} {path}: is a directory; give a file path such as {path / example}")
     if not folder.is_dir():
         raise UserError(f"{flag} {path}: folder {folder} does not exist")
     try:
@@ -172,7 +175,27 @@ REPLACEABLE = {  # what an existing output must already be for a command to repl
     "checkpoint": ("a checkpoint", lambda head: head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")),
     "history": ("a run's JSON history", lambda head: head.lstrip().startswith(b"{") and b'"history"' in head),
     "png": ("a PNG image", lambda head: head.startswith(b"\x89PNG\r\n\x1a\n")),
+    "keras": ("a Keras model", lambda head: head.startswith(b"PK\x03\x04") and b"config.json" in head),
+    # an ONNX model is a protobuf whose first field is its IR version (field 1, a varint: byte 0x08)
+    "onnx": ("an ONNX model", lambda head: head.startswith(b"\x08") and b"onnx" in head.lower()),
+    "pt2": ("a torch.export file", lambda head: head.startswith(b"PK\x03\x04")),
+    "benchmark": ("a benchmark's JSON", lambda head: head.lstrip().startswith(b"{") and b'"floor"' in head),
 }
+
+
+def check_outputs(writes: Dict[str, tuple], reads: Optional[Dict[str, Path]] = None) -> None:
+    """Every check an output needs, before any work: ``writes`` maps a role (a flag) to ``(path, kind)``,
+    ``kind`` a key of :data:`REPLACEABLE` (what an existing file there must be for it to be replaced);
+    ``reads`` the command's inputs, which no output may be."""
+    for role, (path, kind) in writes.items():
+        check_output_path(Path(path), role.split()[0] if role.startswith("--") else role, EXAMPLES[kind])
+    check_distinct_paths(reads or {}, {role: Path(path) for role, (path, _) in writes.items()})
+    for role, (path, kind) in writes.items():
+        check_replaceable(Path(path), role, kind)
+
+
+EXAMPLES = {"checkpoint": "ckpt.pt", "history": "ckpt.json", "png": "seen.png", "keras": "model.keras",
+            "onnx": "model.onnx", "pt2": "model.pt2", "benchmark": "bench.json"}
 
 
 def check_replaceable(path: Path, role: str, kind: str) -> None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from ..data.registry import NORMALIZATIONS
 from ..errors import UserError
-from .common import Parser, check_distinct_paths, check_output_path
+from .common import Parser, check_outputs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,12 +44,12 @@ def _from_keras(args: argparse.Namespace) -> int:
         raise UserError("--to-keras goes with --checkpoint, not with --from-keras")
     source = Path(args.from_keras)
     out = Path(args.out) if args.out else source.with_suffix(".pt")
-    check_output_path(out)
-    from ..training.checkpoint import history_path, save_checkpoint  # the heavy imports, after the flags
+    check_outputs({"--out": (out, "checkpoint"), "the history beside --out": (out.with_suffix(".json"), "history")},
+                  reads={"--from-keras": source})
+    from ..training.checkpoint import save_checkpoint  # the heavy imports, after the flags
     from ..keras.convert import checkpoint_from_keras
     from ..keras.files import read_keras_model
 
-    check_distinct_paths(reads={"--from-keras": source}, writes={"--out": out, "its history": history_path(out)})
     conversion = checkpoint_from_keras(read_keras_model(source), args.normalize)
     save_checkpoint(conversion.checkpoint, out)
     config = conversion.checkpoint["config"]
@@ -71,12 +71,11 @@ def _to_keras(args: argparse.Namespace) -> int:
     out = Path(args.to_keras)
     if out.suffix != ".keras":
         raise UserError(f"--to-keras {out}: Keras 3 files end in .keras")
-    check_output_path(out, "--to-keras")
+    source = Path(args.checkpoint)
+    check_outputs({"--to-keras": (out, "keras")}, reads={"--checkpoint": source})
     from ..training.checkpoint import load_checkpoint  # the heavy imports, after the flags
     from ..keras.convert import write_keras
 
-    source = Path(args.checkpoint)
-    check_distinct_paths(reads={"--checkpoint": source}, writes={"--to-keras": out})
     write_keras(load_checkpoint(source), out)
     print(f"written: {out} (keras.saving.load_model reads it; it takes 784 pixels / 255, as the reference did)")
     return 0

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..data.registry import resolve_data_root
-from .common import Parser, check_distinct_paths, check_output_path, data_files, data_flag
+from .common import Parser, check_outputs, data_files, data_flag
 
 FORMATS = ("onnx", "pt2")  # torch_mnist.deploy.export.FORMATS (checked by the tests)
 
@@ -23,10 +23,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(f".{args.format}")
-    check_output_path(out)
-    check_distinct_paths(reads={"--checkpoint": Path(args.checkpoint),
-                                "its history": Path(args.checkpoint).with_suffix(".json"),
-                                **data_files(args.data_dir, splits=("test",))}, writes={"--out": out})
+    checkpoint = Path(args.checkpoint)
+    check_outputs({"--out": (out, args.format)}, reads={"--checkpoint": checkpoint,
+                                                        "its history": checkpoint.with_suffix(".json"),
+                                                        **data_files(args.data_dir, splits=("test",))})
     from ..training.checkpoint import load_checkpoint  # the heavy imports, after the flags
     from ..deploy.export import PROBABILITY_TOLERANCE, export
 

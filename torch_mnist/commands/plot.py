@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from ..errors import UserError
 from ..history import HISTORY_KEYS
-from .common import (Parser, check_distinct_paths, check_output_path, check_replaceable, class_names, data_flag,
+from .common import (Parser, check_outputs, class_names, data_flag,
                      device_flag)
 
 
@@ -55,11 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..reports.plots import plot_confusion, plot_curves, plots_paths  # the heavy imports, after the flags
 
     curves, confusion = plots_paths(json_path, out_dir)
-    check_output_path(curves, "--out-dir")
-    check_distinct_paths(reads={"the history": json_path, "its checkpoint": json_path.with_suffix(".pt")},
-                         writes={"the curves": curves, "the confusion matrix": confusion})
-    for role, picture in (("the curves", curves), ("the confusion matrix", confusion)):
-        check_replaceable(picture, role, "png")
+    where = f"--out-dir {out_dir}:" if args.out_dir else f"beside {json_path}:"
+    check_outputs({f"the curves {where}": (curves, "png"), f"the confusion matrix {where}": (confusion, "png")},
+                  reads={"the history": json_path, "its checkpoint": json_path.with_suffix(".pt")})
     dataset = (run.get("config") or {}).get("dataset", "mnist")
     plot_curves(run["history"], curves, with_reference=dataset == "mnist")
     print(f"curves: {curves}")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import Parser, check_distinct_paths, check_output_path, check_replaceable, class_names, device_flag
+from .common import Parser, check_outputs, class_names, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,13 +28,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Exit 0 when every image was read, 2 when any could not be (the others are still predicted)."""
     args = parser().parse_args(argv)
-    if args.show_input:
-        shown = Path(args.show_input)
-        check_output_path(shown, "--show-input")
+    if args.show_input is not None:
         reads = {f"image {image}": Path(image) for image in args.images}
         reads["--model" if args.model else "--checkpoint"] = Path(args.model or args.checkpoint)
-        check_distinct_paths(reads, writes={"--show-input": shown})
-        check_replaceable(shown, "--show-input", "png")
+        check_outputs({"--show-input": (Path(args.show_input), "png")}, reads)
     from ..inference.digits import input_strip  # the heavy imports, after the flags
     from ..files import atomic_write
     from ..inference.predict import predict_files

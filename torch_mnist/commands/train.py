@@ -32,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, help=f"RMSprop epsilon (default: {DEFAULTS.eps})")
     p.add_argument("--hidden", type=int, nargs="+",
                    help=f"units of each hidden layer, e.g. 512 512 (default: {' '.join(map(str, DEFAULTS.hidden))})")
-    p.add_argument("--dropout", type=float, help=f"dropout after each hidden layer (default: {DEFAULTS.dropout})")
+    p.add_argument("--dropout", type=float, nargs="+", metavar="RATE",
+                   help=f"dropout after each hidden layer, or one rate per hidden layer, e.g. 0 0.3 "
+                        f"(default: {DEFAULTS.dropout})")
     p.add_argument("--seed", type=int, help=f"seeds weights and shuffling (default: {DEFAULTS.seed})")
     p.add_argument("--dataset", choices=DATASET_NAMES, help=f"default: {DEFAULTS.dataset}")
     p.add_argument("--normalize", choices=NORMALIZATIONS,
@@ -112,6 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     overrides = {name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name) is not None}
+    if args.dropout is not None:
+        overrides["dropout"] = args.dropout[0] if len(args.dropout) == 1 else tuple(args.dropout)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     return TrainConfig(**{**DEFAULTS.to_dict(), **overrides}).validate()

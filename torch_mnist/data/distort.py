@@ -18,7 +18,7 @@ each epoch, so a resumed run, and each rank under torchrun, sees the same digits
 import functools
 import math
 import warnings
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,8 @@
 """Between Keras and torch_mnist: a Keras model of the family as a checkpoint, and a checkpoint as a
 ``.keras`` file that ``keras.saving.load_model`` reads and that predicts what the checkpoint predicts."""
 
+import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -15,6 +17,7 @@ from ..history import HISTORY_KEYS
 from .files import KerasModel
 from ..recipe import build, normalization_of
 
+TRAIN_IMAGES = 60_000  # every supported dataset's training split
 EPS_SEMANTICS = {"outside": "keras2", "inside": "keras3"}  # where a Keras RMSprop adds epsilon -> our semantics
 
 
@@ -30,6 +33,8 @@ def checkpoint_from_keras(model: KerasModel, normalize: str = "scale") -> Conver
     """A checkpoint at epoch 0 of a run with the Keras model's weights, settings and, where the file holds it,
     its RMSprop state: ``train.py --resume`` continues from there."""
     optimizer = model.optimizer
+    if model.rescaling is not None:
+        normalize = _normalization_of_rescaling(model.rescaling, normalize)
     config = TrainConfig(hidden=model.hidden, dropout=model.dropout, normalize=normalize)
     if optimizer is not None:
         config = TrainConfig(hidden=model.hidden, dropout=model.dropout, normalize=normalize, lr=optimizer.lr,
@@ -55,6 +60,21 @@ def checkpoint_from_keras(model: KerasModel, normalize: str = "scale") -> Conver
     return Conversion(checkpoint, carried, optimizer.iterations if carried else None, note)
 
 
+def _normalization_of_rescaling(rescaling: tuple, normalize: str) -> str:
+    """The normalization a Keras model's leading ``Rescaling(scale, offset)`` does to x / 255: our standardize
+    (as ``--to-keras`` writes it for such a run); any other is refused, naming its values."""
+    scale, offset = rescaling
+    standardize = normalization_of(TrainConfig(normalize="standardize"))
+    expected = (1.0 / standardize.std, -standardize.mean / standardize.std)
+    if not all(abs(a - b) <= 1e-6 * abs(b) for a, b in zip(rescaling, expected)):
+        raise UserError(f"a leading Rescaling(scale={scale}, offset={offset}) converts only as MNIST's "
+                        f"standardization of x / 255 (scale={expected[0]:.6g}, offset={expected[1]:.6g})")
+    if normalize != "scale":
+        raise UserError("the model standardizes its inputs itself (a leading Rescaling layer): it takes x / 255, "
+                        "so leave --normalize at scale")
+    return "standardize"
+
+
 def write_keras(checkpoint: dict, out: Path) -> None:
     """``checkpoint``'s model as a Keras 3 ``.keras`` file taking what the reference fed its model
     (784 pixels / 255), compiled with the run's RMSprop, written atomically."""
@@ -68,11 +88,12 @@ def write_keras(checkpoint: dict, out: Path) -> None:
     normalization = normalization_of(config)
     if normalization.name != "scale":  # our inputs are (x / 255 - mean) / std; Keras users feed x / 255
         layers.append(keras.layers.Rescaling(1.0 / normalization.std, -normalization.mean / normalization.std))
-    for i, linear in enumerate(model.layers):
+    rates = (*model.dropout_rates, 0.0)  # after each hidden layer where its run had it
+    for i, (linear, rate) in enumerate(zip(model.layers, rates)):
         last = i == len(model.layers) - 1
         layers.append(keras.layers.Dense(linear.out_features, activation="softmax" if last else "relu"))
-        if not last and config.dropout:
-            layers.append(keras.layers.Dropout(config.dropout))
+        if rate:
+            layers.append(keras.layers.Dropout(rate))
     keras_model = keras.Sequential(layers)
     for dense, linear in zip([layer for layer in keras_model.layers if isinstance(layer, keras.layers.Dense)],
                              model.layers):
@@ -87,12 +108,37 @@ def write_keras(checkpoint: dict, out: Path) -> None:
         keras_model.save(tmp)
         if not tmp.is_file():
             raise UserError(f"Keras wrote no file for {out}")
+        _public_optimizer(tmp)
+
+
+def _public_optimizer(path: Path) -> None:
+    """Keras on torch records its optimizer as the torch backend's own class, which Keras on another backend
+    (TensorFlow's, JAX) cannot import: the file names the public ``keras.optimizers.RMSprop`` instead, which
+    every backend builds (its state is the same variables)."""
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info, data in members:
+            if info.filename == "config.json":
+                config = json.loads(data)
+                optimizer = config.get("compile_config", {}).get("optimizer")
+                if isinstance(optimizer, dict):
+                    optimizer.update(module="keras.optimizers", class_name="RMSprop", registered_name=None)
+                data = json.dumps(config).encode()
+            archive.writestr(info, data)
+
+
+def training_steps(checkpoint: dict) -> int:
+    """The optimizer steps a checkpoint's run has taken: its epochs of full and ragged batches."""
+    config = checkpoint_config(checkpoint)
+    return checkpoint["epoch"] * -(-TRAIN_IMAGES // config.batch_size)
 
 
 def _carry_square_averages(checkpoint: dict, model, keras_model) -> None:
-    """The run's RMSprop averages into Keras' optimizer (built for the purpose), so that the file holds the
-    whole training state, as a Keras-saved model does."""
+    """The run's RMSprop averages and step count into Keras' optimizer (built for the purpose), so that the
+    file holds the whole training state, as a Keras-saved model does."""
     keras_model.optimizer.build(keras_model.trainable_variables)
+    keras_model.optimizer.iterations.assign(training_steps(checkpoint))
     saved = checkpoint["optimizer_state"]["state"]
     velocities = [v for v in keras_model.optimizer.variables if len(v.shape) > 0]
     if len(saved) != len(velocities):

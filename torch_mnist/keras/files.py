@@ -11,21 +11,25 @@ one rate), a final ``Dense`` of 10 with softmax (or plain logits), on 784 inputs
 ``Flatten`` of 28x28 images, as a ``Sequential`` or a functional chain.
 """
 
-import io
 import json
 import re
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import UserError
+from ..config import MAX_LAYERS, MAX_UNITS, TrainConfig
+from ..errors import UserError, printable
+from ..recipe import check_fits_in_memory
+from .storage import member, member_bytes, parse_json, read_dataset, unpack
 
 INPUT_SHAPES = ((784,), (28, 28), (28, 28, 1))
 NUM_CLASSES = 10
-MAX_MEMBER_BYTES = 2 ** 31  # a member of a .keras zip larger than this is no model of this family
+MAX_JSON_BYTES = 64 * 2 ** 20  # a description of this family is a few kB; a .keras member beyond this is refused
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 PASS_THROUGH = {"InputLayer"}
 
 
@@ -45,9 +49,10 @@ class KerasOptimizer:
 @dataclass
 class KerasModel:
     hidden: Tuple[int, ...]
-    dropout: float
+    dropout: Union[float, Tuple[float, ...]]  # one rate after every hidden layer, or one rate each
     kernels: List[np.ndarray]  # (inputs, outputs) per Dense, Keras' layout
     biases: List[np.ndarray]
+    rescaling: Optional[Tuple[float, float]] = None  # a leading Rescaling layer's (scale, offset)
     optimizer: Optional[KerasOptimizer] = None
     keras_version: str = ""
     notes: List[str] = field(default_factory=list)
@@ -79,57 +84,69 @@ def read_keras_model(path: Path) -> KerasModel:
 
 
 def _read_zip(path: Path, h5py) -> KerasModel:
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(path) as archive, tempfile.TemporaryFile() as weights:
         members = {info.filename: info for info in archive.infolist()}
         for name in ("config.json", "model.weights.h5"):
             if name not in members:
                 raise UserError(f"{path}: not a Keras 3 model: the archive has no {name}")
-            if members[name].file_size > MAX_MEMBER_BYTES:
-                raise UserError(f"{path}: refused: its {name} declares {members[name].file_size:,} bytes")
-        config = _json(archive.read("config.json"), path)
-        metadata = _json(archive.read("metadata.json"), path) if "metadata.json" in members else {}
-        weights = io.BytesIO(archive.read("model.weights.h5"))
-    version = str(metadata.get("keras_version", "3"))
-    layers = _chain(config, path)
-    with h5py.File(weights, "r") as h5:
-        # Keras 3 names each layer's weights by its class and rank among its kind: dense, dense_1, ...
-        arrays = [_datasets(h5, f"layers/dense{'' if k == 0 else f'_{k}'}/vars", path)
-                  for k in range(sum(layer["class_name"] == "Dense" for layer in layers))]
-        model = _model_of(layers, arrays, path, version)
-        compile_config = config.get("compile_config") or {}
-        model.optimizer = _optimizer(compile_config.get("optimizer"), version,
-                                     _datasets(h5, "optimizer/vars", path, required=False), model, path)
+        config = parse_json(member_bytes(archive, members["config.json"], MAX_JSON_BYTES, path), path)
+        metadata = parse_json(member_bytes(archive, members["metadata.json"], MAX_JSON_BYTES, path), path) \
+            if "metadata.json" in members else {}
+        version = _version(metadata.get("keras_version", "3"), "metadata.json's keras_version", path)
+        model = _model_of(_chain(config, path), path, version)
+        check_fits_in_memory(TrainConfig(hidden=model.hidden))  # before a byte of weights is unpacked
+        # Unpacked to a file, not to memory, and no further than its declared size: a zip bomb costs disk at
+        # most as large as the model it claims to be.
+        unpack(archive, members["model.weights.h5"], _weights_bytes(model), weights, path)
+        with h5py.File(weights, "r") as h5:
+            # Keras 3 names each layer's weights by its class and rank among its kind: dense, dense_1, ...
+            _weights(model, [_datasets(h5, f"layers/dense{'' if k == 0 else f'_{k}'}/vars", path)
+                             for k in range(len(model.hidden) + 1)], path)
+            compile_config = config.get("compile_config") or {}
+            model.optimizer = _optimizer(compile_config.get("optimizer") if isinstance(compile_config, dict)
+                                         else None, version, _datasets(h5, "optimizer/vars", path, required=False),
+                                         model, path)
     return model
+
+
+def _weights_bytes(model: KerasModel) -> int:
+    """The most a weights file of ``model`` needs: its weights and RMSprop's averages in float64, and room
+    for HDF5's own structures."""
+    values = sum(int(np.prod(shape)) for shapes in _shapes(model) for shape in shapes)
+    return 2 * 8 * values + (1 << 20)
 
 
 def _read_h5(h5, path: Path) -> KerasModel:
     if "model_config" not in h5.attrs:
         raise UserError(f"{path}: an HDF5 file without a Keras model_config (weights alone cannot say the "
                         "architecture)")
-    config = _json(h5.attrs["model_config"], path)
-    version = _text(h5.attrs.get("keras_version", "2"))
+    config = parse_json(h5.attrs["model_config"], path)
+    version = _version(_text(h5.attrs.get("keras_version", "2")), "keras_version", path)
     layers = _chain(config, path)
-    weights = h5["model_weights"] if "model_weights" in h5 else h5
-    arrays = []
+    model = _model_of(layers, path, version)
+    check_fits_in_memory(TrainConfig(hidden=model.hidden))
+    weights = member(h5, "model_weights", path) if "model_weights" in h5 else h5
+    datasets = []
     for layer in layers:
         if layer["class_name"] == "Dense":
-            group = weights[_name(layer)]
-            arrays.append([np.asarray(group[_text(n)][()]) for n in group.attrs["weight_names"]])
-    model = _model_of(layers, arrays, path, version)
-    training = _json(h5.attrs["training_config"], path) if "training_config" in h5.attrs else {}
+            group = member(weights, _name(layer), path)
+            datasets.append([(_text(n), member(group, _text(n), path)) for n in group.attrs.get("weight_names", [])])
+    _weights(model, datasets, path)
+    training = parse_json(h5.attrs["training_config"], path) if "training_config" in h5.attrs else {}
     saved = []
     if "optimizer_weights" in h5:
-        group = h5["optimizer_weights"]
-        saved = [(_text(n), np.asarray(group[_text(n)][()])) for n in group.attrs.get("weight_names", [])]
+        group = member(h5, "optimizer_weights", path)
+        saved = [(_text(n), member(group, _text(n), path)) for n in group.attrs.get("weight_names", [])]
     model.optimizer = _optimizer(training.get("optimizer_config"), version, saved, model, path)
     return model
 
 
-def _json(data, path: Path) -> dict:
-    value = json.loads(data.decode() if isinstance(data, bytes) else data)
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: the model's description is not a JSON object")
-    return value
+def _version(value, field: str, path: Path) -> Tuple[int, int]:
+    """A Keras version string ("2.15.0", "3.4.1") as (major, minor); a line naming the field otherwise."""
+    match = re.match(r"^\s*(\d{1,4})(?:\.(\d{1,4}))?", value) if isinstance(value, str) else None
+    if match is None:
+        raise UserError(f"{path}: {field} is {printable(repr(value))}, not a Keras version")
+    return int(match.group(1)), int(match.group(2) or 0)
 
 
 def _text(value) -> str:
@@ -141,14 +158,14 @@ def _name(layer: dict) -> str:
 
 
 def _datasets(h5, group_path: str, path: Path, required: bool = True) -> list:
-    """``group/0, group/1, ...`` in numeric order, as ``(name, array)``."""
+    """``group/0, group/1, ...`` in numeric order, as ``(name, dataset)``, nothing read yet."""
     if group_path not in h5:
         if required:
             raise UserError(f"{path}: the weights file holds no {group_path}: it does not match its description")
         return []
-    group = h5[group_path]
+    group = member(h5, group_path, path)
     names = sorted((n for n in group if n.isdigit()), key=int)
-    return [(f"{group_path}/{n}", np.asarray(group[n][()])) for n in names]
+    return [(f"{group_path}/{n}", member(group, n, path)) for n in names]
 
 
 def _chain(config: dict, path: Path) -> List[dict]:
@@ -191,23 +208,33 @@ def _inbound_names(nodes) -> List[str]:
     return found
 
 
-def _model_of(layers: List[dict], arrays: list, path: Path, version: str) -> KerasModel:
-    """Check the layers against the family and pair each Dense with its kernel and bias."""
-    input_shape, dense, dropouts, flattened = None, [], [], False
+def _model_of(layers: List[dict], path: Path, version: str) -> KerasModel:
+    """Check the layers against the family (no weights read yet): the model with its Dense layers' shapes
+    known and their kernels and biases still empty."""
+    input_shape, dense, dropouts, flattened, rescaling = None, [], [], False, None
     for layer in layers:
         kind, config = layer["class_name"], layer.get("config") or {}
-        name = f"{kind} {_name(layer)!r}"
+        if not isinstance(config, dict):
+            raise UserError(f"{path}: layer {printable(_name(layer))!r}'s config is not a JSON object")
+        name = f"{printable(kind)} {printable(_name(layer))!r}"
         shape = config.get("batch_shape") or config.get("batch_input_shape")
         if shape and not dense and not flattened:
-            input_shape = tuple(shape[1:])
+            input_shape = tuple(shape[1:]) if isinstance(shape, list) else shape
         if kind in PASS_THROUGH:
             continue
-        if kind == "Flatten" and not dense and not flattened:
+        if kind == "Rescaling" and not dense and rescaling is None:
+            rescaling = (_number(config.get("scale"), f"{name} scale", path),
+                         _number(config.get("offset", 0.0), f"{name} offset", path))
+        elif kind == "Flatten" and not dense and not flattened:
             flattened = True
         elif kind == "Dense":
             if not config.get("use_bias", True):
                 raise UserError(f"{path}: unsupported layer {name}: a Dense without a bias")
-            dense.append([int(config.get("units", -1)), config.get("activation", "linear")])
+            units = config.get("units")
+            if type(units) is not int or not 1 <= units <= MAX_UNITS or len(dense) >= MAX_LAYERS + 1:
+                raise UserError(f"{path}: layer {name} declares {printable(repr(units))} units: this family's "
+                                f"layers have 1 to {MAX_UNITS} units, at most {MAX_LAYERS} hidden layers")
+            dense.append([units, config.get("activation", "linear")])
             dropouts.append(0.0)
         elif kind in ("Activation", "ReLU", "Softmax") and dense and dense[-1][1] == "linear":
             activation = config.get("activation") if kind == "Activation" else kind.lower()
@@ -216,7 +243,11 @@ def _model_of(layers: List[dict], arrays: list, path: Path, version: str) -> Ker
                 raise UserError(f"{path}: unsupported layer {name}: a ReLU with a cap, slope or threshold")
             dense[-1][1] = activation
         elif kind == "Dropout" and dense and dropouts[-1] == 0.0:
-            dropouts[-1] = float(config.get("rate", 0.0))
+            rate = config.get("rate", 0.0)
+            if type(rate) not in (int, float) or not 0.0 <= rate < 1.0:  # NaN fails the comparison too
+                raise UserError(f"{path}: layer {name} has rate {printable(repr(rate))}; a dropout rate is a "
+                                "number in [0, 1)")
+            dropouts[-1] = float(rate)
         else:
             raise UserError(f"{path}: unsupported layer {name}: this converter takes Dense layers with ReLU, "
                             "Dropout, and a final Dense with softmax, on 784 inputs or a Flatten of 28x28")
@@ -229,78 +260,116 @@ def _model_of(layers: List[dict], arrays: list, path: Path, version: str) -> Ker
     if last not in ("softmax", "linear") or classes != NUM_CLASSES:
         raise UserError(f"{path}: the last Dense must give {NUM_CLASSES} classes with softmax, "
                         f"not {classes} with {last!r}")
-    hidden_dropouts = set(dropouts[:-1])
-    if dropouts[-1] or len(hidden_dropouts) > 1:
-        raise UserError(f"{path}: unsupported dropout: torch_mnist's MLP drops out after every hidden layer "
-                        f"at one rate, this model after {dropouts}")
-    if input_shape is not None and input_shape not in INPUT_SHAPES or (
-            input_shape is not None and len(input_shape) > 1 and not flattened):
-        raise UserError(f"{path}: unsupported input shape {list(input_shape)}: only 784 values or a Flatten of "
-                        "28x28 images convert")
-    kernels, biases = _weights(arrays, dense, path)
-    return KerasModel(tuple(units for units, _ in hidden_layers), hidden_dropouts.pop() if hidden_dropouts else 0.0,
-                      kernels, biases, keras_version=version)
+    if dropouts[-1]:
+        raise UserError(f"{path}: unsupported dropout after the output layer (rate {dropouts[-1]}): the model's "
+                        "probabilities would be dropped")
+    if input_shape is not None and (not isinstance(input_shape, tuple) or input_shape not in INPUT_SHAPES or (
+            len(input_shape) > 1 and not flattened)):
+        shown = list(input_shape) if isinstance(input_shape, tuple) else input_shape
+        raise UserError(f"{path}: unsupported input shape {printable(str(shown))}: only 784 values or a "
+                        "Flatten of 28x28 images convert")
+    hidden = tuple(units for units, _ in hidden_layers)
+    rates = tuple(dropouts[:-1])
+    dropout = rates[0] if len(set(rates)) == 1 else rates  # one rate for all, as MLP takes it, where it is one
+    return KerasModel(hidden, dropout, [], [], rescaling, keras_version=version)
 
 
-def _weights(arrays: list, dense: list, path: Path) -> Tuple[list, list]:
-    kernels, biases = [], []
-    inputs = 784
-    for (units, _), saved in zip(dense, arrays):
-        saved = [array for _, array in saved] if saved and isinstance(saved[0], tuple) else saved
-        matrices = [a for a in saved if a.ndim == 2]
-        vectors = [a for a in saved if a.ndim == 1]
-        if len(saved) != 2 or len(matrices) != 1 or len(vectors) != 1:
-            raise UserError(f"{path}: a Dense layer's weights are not one kernel and one bias")
-        kernel, bias = matrices[0], vectors[0]
-        if kernel.shape != (inputs, units) or bias.shape != (units,):
-            raise UserError(f"{path}: a Dense kernel of shape {list(kernel.shape)} where the chain needs "
-                            f"{[inputs, units]}")
-        for array in (kernel, bias):
-            if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
-                raise UserError(f"{path}: a Dense layer's weights are not finite floating-point numbers")
-        kernels.append(kernel.astype(np.float32))
-        biases.append(bias.astype(np.float32))
-        inputs = units
-    if len(kernels) != len(dense):
+def _shapes(model: KerasModel) -> List[Tuple[int, ...]]:
+    """Each Dense layer's (kernel, bias) shapes, in Keras' layout."""
+    widths = (784, *model.hidden, NUM_CLASSES)
+    return [((inputs, outputs), (outputs,)) for inputs, outputs in zip(widths[:-1], widths[1:])]
+
+
+def _number(value, what: str, path: Path) -> float:
+    """A finite float from a file's JSON, or a line naming the field and its value."""
+    if type(value) not in (int, float) or not np.isfinite(value):
+        raise UserError(f"{path}: {what} is {printable(repr(value))}, not a finite number")
+    return float(value)
+
+
+def _weights(model: KerasModel, layers_datasets: list, path: Path) -> None:
+    """Each Dense layer's kernel and bias read into ``model``: every dataset checked (its storage, type and
+    shape against the layer's) before a byte of it is read, so a file cannot make us allocate what it
+    declares or read from elsewhere."""
+    if len(layers_datasets) != len(model.hidden) + 1:
         raise UserError(f"{path}: the weights file holds fewer Dense layers than its description")
-    return kernels, biases
+    for k, (datasets, (kernel_shape, bias_shape)) in enumerate(zip(layers_datasets, _shapes(model)), start=1):
+        if len(datasets) != 2:
+            raise UserError(f"{path}: Dense layer {k}'s weights are not one kernel and one bias")
+        by_rank = sorted(datasets, key=lambda named: -len(named[1].shape))  # the kernel, then the bias
+        for (name, dataset), shape in zip(by_rank, (kernel_shape, bias_shape)):
+            array = read_dataset(dataset, name, shape, path)
+            if not np.isfinite(array).all():
+                raise UserError(f"{path}: Dense layer {k}'s weights are not finite floating-point numbers")
+            (model.kernels if len(shape) == 2 else model.biases).append(array.astype(np.float32))
 
 
-def _optimizer(description, version: str, saved: list, model: KerasModel, path: Path) -> Optional[KerasOptimizer]:
-    """RMSprop's hyperparameters and, where saved, its square averages; None for another optimizer."""
+def _optimizer(description, version: Tuple[int, int], saved: list, model: KerasModel,
+               path: Path) -> Optional[KerasOptimizer]:
+    """RMSprop's hyperparameters and, where saved, its square averages; None for another optimizer.
+
+    The arithmetic is the RMSprop that wrote the file: Keras 3's, and tf.keras's since 2.11 (epsilon inside
+    the square root), unless the file says its optimizer is the legacy one; Keras 2's before 2.11 (outside).
+    A model compiled with ``optimizer="rmsprop"`` gets its Keras' default, as its ``.h5`` twin says."""
     if isinstance(description, str):
         description = {"class_name": description, "config": {}}
     if not isinstance(description, dict):
         return None
-    kind = str(description.get("class_name", "")).split(">")[-1]
+    kind = printable(str(description.get("class_name", "")).split(">")[-1])
     config = description.get("config") or {}
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: the optimizer's config is not a JSON object")
     if kind.lower() != "rmsprop":
         model.notes.append(f"it was compiled with {kind or 'an unnamed optimizer'}, not RMSprop: the checkpoint "
                            "carries the weights and the reference's RMSprop settings")
         return None
-    lr = config.get("learning_rate", config.get("lr", 1e-3))
-    values = {"lr": lr, "rho": config.get("rho", 0.9), "eps": config.get("epsilon", 1e-7)}
-    if not all(type(v) in (int, float) and np.isfinite(v) for v in values.values()):
+    values = {"learning_rate": config.get("learning_rate", config.get("lr", 1e-3)), "rho": config.get("rho", 0.9),
+              "epsilon": config.get("epsilon", 1e-7)}
+    if any(isinstance(v, dict) for v in values.values()):
         model.notes.append("its RMSprop settings are not plain numbers (a schedule?): the checkpoint carries the "
                            "weights and the reference's RMSprop settings")
         return None
-    values = {k: float(str(np.float32(v))) for k, v in values.items()}  # Keras keeps them in float32
-    new_optimizer = int(version.split(".")[0] or 0) >= 3 or config.get("is_legacy_optimizer") is False
-    optimizer = KerasOptimizer(**values, eps_placement="inside" if new_optimizer else "outside")
+    for name, value in values.items():
+        usable = type(value) in (int, float) and np.isfinite(value) and (
+            0.0 <= value < 1.0 if name == "rho" else 0.0 < value <= FLOAT32_MAX)
+        if not usable:
+            wanted = "a number in [0, 1)" if name == "rho" else "a positive number that float32 holds"
+            raise UserError(f"{path}: the RMSprop {name} is {printable(repr(value))}, not {wanted}")
+    lr, rho, eps = (float(str(np.float32(v))) for v in values.values())  # Keras keeps them in float32
+    legacy = config.get("is_legacy_optimizer")
+    new_optimizer = version >= (3, 0) or legacy is False or (legacy is None and version >= (2, 11))
+    optimizer = KerasOptimizer(lr, rho, eps, eps_placement="inside" if new_optimizer else "outside")
     if config.get("momentum") or config.get("centered"):
         optimizer.missing = "its RMSprop uses momentum or is centred, which torch_mnist's RMSprop does not"
         return optimizer
-    averages = [array for _, array in saved if array.ndim > 0]
-    shapes = [shape for kernel, bias in zip(model.kernels, model.biases) for shape in (kernel.shape, bias.shape)]
+    _read_state(optimizer, saved, model, path)
+    return optimizer
+
+
+def _read_state(optimizer: KerasOptimizer, saved: list, model: KerasModel, path: Path) -> None:
+    """The square averages (one per weight, in order) and the step count among the optimizer's datasets,
+    each checked before it is read."""
+    shapes = [shape for layer in _shapes(model) for shape in layer]
+    averages = [(name, dataset) for name, dataset in saved if len(getattr(dataset, "shape", ())) > 0]
+    scalars = [(name, dataset) for name, dataset in saved if len(getattr(dataset, "shape", (0,))) == 0]
     if not averages:
         optimizer.missing = "the file holds no optimizer state"
-    elif [a.shape for a in averages] != shapes or not all(np.isfinite(a).all() and (a >= 0).all() for a in averages):
+        return
+    if [tuple(dataset.shape) for _, dataset in averages] != shapes:
         optimizer.missing = "its optimizer state does not match the model's weights"
-    else:
-        optimizer.square_avgs = [a.astype(np.float32) for a in averages]
-        counters = [int(array) for name, array in saved if array.ndim == 0 and re.search("iter", name, re.I)]
-        optimizer.iterations = counters[0] if counters else None
-        if optimizer.iterations is None:  # Keras 3's .keras: the first scalar is the iteration count
-            scalars = [array for _, array in saved if array.ndim == 0]
-            optimizer.iterations = int(scalars[0]) if scalars and np.issubdtype(scalars[0].dtype, np.integer) else None
-    return optimizer
+        return
+    arrays = [read_dataset(dataset, name, shape, path) for (name, dataset), shape in zip(averages, shapes)]
+    if not all(np.isfinite(a).all() and (a >= 0).all() for a in arrays):
+        optimizer.missing = "its optimizer state does not match the model's weights"
+        return
+    optimizer.square_avgs = [a.astype(np.float32) for a in arrays]
+    # Keras 2 names its step count "iter" (or "iterations"); Keras 3's .keras stores it as the first scalar.
+    named = [(name, dataset) for name, dataset in scalars if re.search("iter", name, re.I)]
+    for name, dataset in (named or scalars)[:1]:
+        if dataset.external or dataset.is_virtual or not np.issubdtype(dataset.dtype, np.integer):
+            raise UserError(f"{path}: the optimizer's step count {printable(name)} holds {dataset.dtype}, "
+                            "not an integer")
+        count = int(dataset[()])
+        if count < 0:
+            raise UserError(f"{path}: the optimizer's step count {printable(name)} is {count}")
+        optimizer.iterations = count

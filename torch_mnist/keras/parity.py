@@ -35,7 +35,7 @@ def keras_reference_model(model: MLP, lr: float = 1e-3, rho: float = 0.9, eps: f
     """The reference's ``Sequential`` (Dense relu, Dense softmax, RMSprop, categorical CE),
     compiled, starting from ``model``'s current weights."""
     keras = import_keras(backend)
-    if len(model.hidden) != 1 or model.dropout:
+    if len(model.hidden) != 1 or any(model.dropout_rates):
         raise ValueError("the Keras reference has one hidden layer and no dropout")
     reference = keras.Sequential([
         keras.Input((model.in_features,)),
