@@ -312,3 +312,26 @@ class TestRealKeras:
         assert all(torch.equal(back["model_state"][name], mine["model_state"][name]) for name in mine["model_state"])
         for index, entry in mine["optimizer_state"]["state"].items():  # the RMSprop state travels too
             assert torch.equal(back["optimizer_state"]["state"][index]["square_avg"], entry["square_avg"])
+
+
+@pytest.mark.keras
+@pytest.mark.scripts
+def test_our_keras_file_loads_compiled_in_keras_on_another_backend(trained_checkpoint, tmp_path, capsys):
+    """Keras on JAX (or TensorFlow) cannot import the torch backend's optimizer class: the file names the
+    public RMSprop, and carries the run's step count and square averages."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed here (pip install jax): Keras' JAX backend cannot be tried")
+    out = tmp_path / "ours.keras"
+    assert run_in_process(convert_main, ["--checkpoint", trained_checkpoint, "--to-keras", out], capsys).returncode == 0
+    code = ("import keras, numpy as np, sys; m = keras.saving.load_model(sys.argv[1]); "
+            "print(keras.backend.backend(), type(m.optimizer).__name__, int(np.asarray(m.optimizer.iterations)), "
+            "sum(float(np.asarray(v).sum()) for v in m.optimizer.variables[2:]) > 0)")
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr
+    epochs = load_checkpoint(trained_checkpoint)["epoch"]
+    assert result.stdout.split() == ["jax", "RMSprop", str(epochs * 469), "True"]

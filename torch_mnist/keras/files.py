@@ -216,7 +216,7 @@ def _model_of(layers: List[dict], path: Path, version: str) -> KerasModel:
         kind, config = layer["class_name"], layer.get("config") or {}
         if not isinstance(config, dict):
             raise UserError(f"{path}: layer {printable(_name(layer))!r}'s config is not a JSON object")
-        name = f"{printable(kind)} {printable(_name(layer))!r}"
+        name = f"{printable(kind)} '{printable(_name(layer))}'"
         shape = config.get("batch_shape") or config.get("batch_input_shape")
         if shape and not dense and not flattened:
             input_shape = tuple(shape[1:]) if isinstance(shape, list) else shape
