@@ -5,7 +5,10 @@ imports the heavy modules afterwards, so ``--help`` and a bad flag answer at onc
 """
 
 import argparse
+import atexit
+import errno
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -60,6 +63,7 @@ def run_main(main: Main, argv: Optional[List[str]] = None) -> int:
                     default_show(message, category, *args, **kwargs)
 
             warnings.showwarning = show
+            _usable_torch_cache()
             return main(argv)
     except UserError as e:
         print(f"error: {one_line_text(str(e))}", file=sys.stderr)
@@ -68,17 +72,52 @@ def run_main(main: Main, argv: Optional[List[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:  # `... | head`: the reader has what it wanted; stop quietly, as Unix tools do
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        except (OSError, ValueError):
-            pass
+        _stdout_to_nowhere()
         return 128 + signal.SIGPIPE
+    except OSError as e:
+        if e.errno not in OUTPUT_ERRORS:
+            raise
+        # Our own files report their failures as UserErrors naming them: what is left is standard output
+        # (a full disk, /dev/full).
+        _stdout_to_nowhere()
+        print(f"error: the output could not be written ({e.strerror})", file=sys.stderr)
+        return 2
     except Exception as e:
         interruption = _interruption_behind(e)
         if interruption is None:
             raise  # a bug of ours: its traceback is what a report needs
         print("interrupted", file=sys.stderr)
         return 143 if isinstance(interruption, Terminated) else 130
+
+
+OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _stdout_to_nowhere() -> None:
+    """Standard output to /dev/null, so that the interpreter's last flush at exit fails no more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _usable_torch_cache() -> None:
+    """A ``TORCHINDUCTOR_CACHE_DIR`` that cannot be used (a file, a read-only folder) stops torch's import or
+    costs every compile its failure: the run uses a private temporary cache instead, and says so."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not folder:
+        return
+    path = Path(folder)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    problem = ("is not a folder" if existing == path and not path.is_dir() else
+               "is in a file's place" if not existing.is_dir() else
+               "" if os.access(existing, os.W_OK | os.X_OK) else "is not writable")
+    if problem:
+        private = tempfile.mkdtemp(prefix="torch_mnist_inductor_")
+        atexit.register(shutil.rmtree, private, True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = private
+        warnings.warn(f"TORCHINDUCTOR_CACHE_DIR {one_line_text(folder)} {problem}: torch.compile caches in a "
+                      "temporary folder for this run (compiling from scratch)", Note, stacklevel=2)
 
 
 def one_line_text(text: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import UserError
-from .common import Parser, class_names, device_flag
+from .common import Parser, Terminated, class_names, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,8 +49,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     host, port = server.server_address[:2]
     try:
         serve_until_interrupted(server, f"serving {args.checkpoint} at http://{host}:{port}/ (Ctrl-C stops)")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C is how a server is meant to stop; SIGTERM says so in its status
         print("stopped", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 0
     return 0
 
 
