@@ -357,3 +357,68 @@ def _complete(answer: bytes, head_request: bool) -> bool:
     lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n")[1:]
                if line.lower().startswith(b"content-length:")]
     return bool(lengths) and len(body) >= int(lengths[0])
+
+
+class TestSlowClients:
+    """Clients that trickle their requests in, a byte or a header line at a time, never stalling long enough
+    for the per-read timeout: they may not hold the slots that prompt clients need."""
+
+    def test_a_flood_of_tricklers_does_not_keep_prompt_clients_out(self, synthetic_reader, capsys):
+        rng = np.random.default_rng(7)
+        with Running(synthetic_reader, timeout=5.0, max_connections=16) as server:
+            tricklers = []
+            for k in range(40):  # more than the slots, each at its own pace
+                client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+                tricklers.append(client)
+            answers = []
+            for round in range(6):  # prompt clients keep arriving while the tricklers keep trickling
+                for client in tricklers:
+                    try:
+                        client.sendall(f"X-Slow-{round}: {int(rng.integers(0, 1000))}\r\n".encode())
+                    except OSError:
+                        pass  # closed by the server to make room: as it should
+                answers.append(server.request("GET", "/health")[0])
+                answers.append(server.request("POST", "/predict", body=_png(_digit(1)),
+                                              headers={"Content-Type": "image/png"})[0])
+                time.sleep(0.2)
+            for client in tricklers:
+                client.close()
+        assert answers == [200] * len(answers), answers
+        assert capsys.readouterr().err == ""
+
+    def test_a_body_sent_a_byte_at_a_time_is_dropped_at_the_request_deadline(self, synthetic_reader):
+        with Running(synthetic_reader, timeout=0.5) as server:  # the whole request's deadline: 1.5 s
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+                client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+                started, closed = time.monotonic(), False
+                while time.monotonic() - started < 10 and not closed:
+                    try:
+                        client.sendall(b"\x89")
+                        time.sleep(0.2)  # under the per-read timeout: only the deadline can end it
+                        closed = client.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed = True
+                assert closed and time.monotonic() - started < 5
+
+
+class TestUploads:
+    def test_a_multipart_form_upload_is_read_as_its_file(self, synthetic_reader):
+        image = _png(_digit(2))
+        boundary = "----torchmnist7d3"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"d.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        with Running(synthetic_reader) as server:
+            status, _, answer = server.request("POST", "/predict", body=body,
+                                               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            plain = server.request("POST", "/predict", body=image, headers={"Content-Type": "image/png"})[2]
+        assert status == 200 and json.loads(answer) == json.loads(plain)
+
+    def test_a_form_without_a_file(self, synthetic_reader):
+        with Running(synthetic_reader) as server:
+            status, _, answer = server.request("POST", "/predict", body=b"--b--\r\n",
+                                               headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert status == 400 and "holds no file" in json.loads(answer)["error"]

@@ -9,12 +9,16 @@ import base64
 import io
 import json
 import sys
+import socket
 import threading
+import time
+from email import policy as email_policy
+from email.parser import BytesParser
 from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image
@@ -62,7 +66,9 @@ def page(description: str = "a model") -> bytes:
     return html.replace("{{model}}", escape(description)).encode()
 
 
-READ_TIMEOUT_SECONDS = 10.0  # a connection whose request or body stalls this long is dropped
+READ_TIMEOUT_SECONDS = 10.0  # a connection whose request or body stalls this long is dropped ...
+REQUEST_DEADLINE_SECONDS = 30.0  # ... and one whose request, trickling in, is not whole after this long
+SLOT_WAIT_SECONDS = 1.0  # when full, how long a new connection waits for the slot a closed slow one frees
 MAX_CONNECTIONS = 256  # connections served at once; beyond, a 503 at once (stalled uploads cannot starve others)
 MAX_DECODES = 2  # images decoded at once: each may take ~100 MB at MAX_PIXELS
 MAX_PIXELS = 4_000_000  # a drawing is a few hundred pixels a side; a 2000x2000 image is already generous
@@ -83,7 +89,12 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
             self.timeout = timeout  # applied to the socket by StreamRequestHandler.setup
             super().setup()
 
+        def handle_one_request(self):
+            self.server.reading(self.connection)  # from now until the request is whole: a slow client's time
+            super().handle_one_request()
+
         def do_GET(self):
+            self.server.answering(self.connection)
             if self.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page(reader.description), "text/html; charset=utf-8")
             elif self.path == "/health":
@@ -95,6 +106,7 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
             self.do_GET()  # _send writes no body for HEAD
 
         def do_OPTIONS(self):
+            self.server.answering(self.connection)
             self.send_response(HTTPStatus.NO_CONTENT)
             self.send_header("Allow", ALLOWED)
             self.send_header("Content-Length", "0")
@@ -102,6 +114,7 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
 
         def do_POST(self):
             if self.path != "/predict":
+                self.server.answering(self.connection)
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {self.path}"})
                 return
             length = _byte_count(self.headers.get("Content-Length"))
@@ -111,6 +124,7 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
                            else HTTPStatus.BAD_REQUEST, {"error": "send the image with a Content-Length in bytes"})
                 return
             if length > max_body:
+                self.server.answering(self.connection)
                 self._drain(length)
                 self.close_connection = True
                 self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -120,9 +134,10 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
             if len(body) < length:  # the client went away mid-body: nobody to answer
                 self.close_connection = True
                 return
+            self.server.answering(self.connection)
             with decodes:  # bounded memory: a few decodes at a time, each of a bounded size
                 try:
-                    self._json(HTTPStatus.OK, reader.read(body))
+                    self._json(HTTPStatus.OK, reader.read(uploaded_file(self.headers.get("Content-Type"), body)))
                 except UserError as e:
                     self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
 
@@ -170,6 +185,7 @@ def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, 
 
     server = _Server((host, port), Handler)
     server.slots = threading.BoundedSemaphore(max_connections)
+    server.request_deadline = REQUEST_DEADLINE_SECONDS if timeout == READ_TIMEOUT_SECONDS else 3 * timeout
     return server
 
 
@@ -180,14 +196,69 @@ def _byte_count(header: Optional[str]) -> Optional[int]:
     return int(header) if len(header) <= 18 else 10 ** 18  # 5,000 nines is simply too large
 
 
+def uploaded_file(content_type: Optional[str], body: bytes) -> bytes:
+    """The image in a request's body: the body itself, or a form's first file (multipart/form-data, as an
+    HTML form or ``curl -F image=@digit.png`` sends it)."""
+    if not content_type or not content_type.lower().startswith("multipart/form-data"):
+        return body
+    form = BytesParser(policy=email_policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    parts = list(form.iter_parts()) if form.is_multipart() else []
+    files = [part for part in parts if part.get_filename()] or parts
+    if not files:
+        raise UserError("the form holds no file; send the image as the body or as a form's file field")
+    return files[0].get_payload(decode=True) or b""
+
+
 class _Server(ThreadingHTTPServer):
+    """The threading server with a bound on connections and on how long a request may take to arrive: a
+    connection still sending its request when the server is full, or past REQUEST_DEADLINE_SECONDS, is
+    closed, so that clients trickling bytes cannot hold the slots that prompt ones need."""
+
     daemon_threads = True
     request_queue_size = 128  # the listen backlog: socketserver's 5 resets connections when many arrive at once
     slots: threading.BoundedSemaphore
+    request_deadline: float = 0.0
+
+    def server_activate(self):
+        super().server_activate()
+        self._receiving: Dict[socket.socket, float] = {}  # connection -> when its current request began
+        self._lock = threading.Lock()
+
+    def reading(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._receiving[connection] = time.monotonic()
+
+    def answering(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._receiving.pop(connection, None)
+
+    def _close_receiving(self, older_than: Optional[float] = None) -> bool:
+        """Close the connection that has been receiving its request the longest (or every one older than
+        ``older_than`` seconds); True if one was closed. Its thread then ends and frees its slot."""
+        now = time.monotonic()
+        with self._lock:
+            if older_than is None:
+                victims = [min(self._receiving, key=self._receiving.get)] if self._receiving else []
+            else:
+                victims = [c for c, since in self._receiving.items() if now - since > older_than]
+            for connection in victims:
+                self._receiving.pop(connection)
+        for connection in victims:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return bool(victims)
+
+    def service_actions(self):  # serve_forever calls this twice a second
+        self._close_receiving(older_than=self.request_deadline)
 
     def process_request(self, request, client_address):
-        """A thread per connection, up to the bound; beyond it, a 503 in JSON and the connection closed."""
-        if not self.slots.acquire(blocking=False):
+        """A thread per connection, up to the bound; when full, the slowest request still arriving makes room
+        (a 503 in JSON, the connection closed, only when every connection is busy answering)."""
+        if not self.slots.acquire(blocking=False) and not (
+                self._close_receiving() and self.slots.acquire(timeout=SLOT_WAIT_SECONDS)):
             try:
                 request.settimeout(1.0)
                 body = json.dumps({"error": "the server is busy; try again"}).encode()
@@ -203,6 +274,7 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.answering(request)
             self.slots.release()
 
     def handle_error(self, request, client_address):
