@@ -452,3 +452,162 @@ class TestSpecialDataFiles:
         else:
             code = run_main(evaluate.main, ["--checkpoint", str(folder / "c.pt"), "--data-dir", str(root), "--json"])
             assert code == (0 if name.startswith("train") else 2)  # evaluating reads the test files only
+
+
+class TestCraftedKerasFiles:
+    """Keras files that declare what no model of the family has: nesting, sizes, storage elsewhere."""
+
+    @FUZZ
+    @given(depth=st.integers(1, 300_000), opener=st.sampled_from(["[", '{"a":']), where=st.sampled_from(
+        ["config.json", "metadata.json"]))
+    def test_any_nesting_depth(self, tmp_path_factory, depth, opener, where):
+        import json
+        import zipfile
+        h5py = pytest.importorskip("h5py")  # noqa: F841
+        from test_keras_convert import _dense, _sequential, _write_keras3
+        folder = tmp_path_factory.mktemp("nest")
+        path = _write_keras3(folder / "m.keras", _sequential(_dense("a", 16), _dense("c", 10, "softmax")))
+        with zipfile.ZipFile(path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        closer = "]" if opener == "[" else "}"
+        members[where] = ('{"x": ' + opener * depth + "0" + closer * depth + "}").encode()
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        _refused_in_one_line(path, json)
+
+    @FUZZ
+    @given(units=st.one_of(st.integers(-5, 2 ** 40), st.text(max_size=5), st.floats(allow_nan=True)),
+           layer=st.integers(0, 1), kind=st.sampled_from(["keras", "h5"]))
+    def test_any_declared_width(self, tmp_path_factory, units, layer, kind):
+        import json
+        import zipfile
+        pytest.importorskip("h5py")
+        from test_keras_convert import _dense, _sequential, _write_keras2_h5, _write_keras3
+        folder = tmp_path_factory.mktemp("width")
+        if kind == "keras":
+            path = _write_keras3(folder / "m.keras", _sequential(_dense("a", 16), _dense("c", 10, "softmax")))
+            with zipfile.ZipFile(path) as archive:
+                members = {name: archive.read(name) for name in archive.namelist()}
+            config = json.loads(members["config.json"])
+            config["config"]["layers"][1 + layer]["config"]["units"] = units
+            members["config.json"] = json.dumps(config).encode()
+            with zipfile.ZipFile(path, "w") as archive:
+                for name, data in members.items():
+                    archive.writestr(name, data)
+        else:
+            import h5py
+            path = _write_keras2_h5(folder / "m.h5")
+            with h5py.File(path, "r+") as h5:
+                config = json.loads(h5.attrs["model_config"])
+                config["config"]["layers"][layer]["config"]["units"] = units
+                h5.attrs["model_config"] = json.dumps(config)
+        widths = (16, 10)
+        if units == widths[layer]:
+            return  # the file as written: it converts
+        _refused_in_one_line(path, json)
+
+    @FUZZ
+    @given(how=st.sampled_from(["external", "external link", "soft link", "virtual"]),
+           target=st.sampled_from(["kernel", "bias", "optimizer"]))
+    def test_storage_outside_the_file(self, tmp_path_factory, how, target):
+        import json
+        h5py = pytest.importorskip("h5py")
+        from test_keras_convert import _write_keras2_h5
+        folder = tmp_path_factory.mktemp("storage")
+        path = _write_keras2_h5(folder / "m.h5")
+        secret = folder / "secret.bin"
+        secret.write_bytes(b"\x01" * 784 * 16 * 4)
+        name, shape = {"kernel": ("model_weights/dense/dense/kernel:0", (784, 16)),
+                       "bias": ("model_weights/dense/dense/bias:0", (16,)),
+                       "optimizer": ("optimizer_weights/RMSprop/dense/kernel/rms:0", (784, 16))}[target]
+        with h5py.File(path, "r+") as h5:
+            del h5[name]
+            if how == "external":
+                h5.create_dataset(name, shape=shape, dtype="f4", external=[(str(secret), 0, 4 * int(np.prod(shape)))])
+            elif how == "external link":
+                with h5py.File(folder / "other.h5", "w") as other:
+                    other["x"] = np.zeros(shape, np.float32)
+                h5[name] = h5py.ExternalLink(str(folder / "other.h5"), "/x")
+            elif how == "soft link":
+                h5["elsewhere"] = np.zeros(shape, np.float32)
+                h5[name] = h5py.SoftLink("/elsewhere")
+            else:
+                with h5py.File(folder / "source.h5", "w") as source:
+                    source["x"] = np.zeros(shape, np.float32)
+                layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+                layout[...] = h5py.VirtualSource(str(folder / "source.h5"), "x", shape=shape)
+                h5.create_virtual_dataset(name, layout)
+        _refused_in_one_line(path, json)
+
+
+def _refused_in_one_line(path, json) -> None:
+    """convert.py --from-keras on ``path``, in this process: exit 2 with one line, nothing written."""
+    import contextlib
+    from torch_mnist.commands.convert import main as convert_main
+    out, stderr = path.with_suffix(".pt"), io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = run_main(convert_main, ["--from-keras", str(path), "--out", str(out)])
+    lines = stderr.getvalue().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, stderr.getvalue()[-2000:])
+    assert not out.exists()
+
+
+class TestEndlessOnnx:
+    @FUZZ
+    @given(condition=st.sampled_from(["Loop", "Scan-free Loop with a huge trip count"]))
+    def test_a_graph_that_would_run_forever_is_stopped(self, tmp_path_factory, monkeypatch, condition):
+        pytest.importorskip("onnx")
+        from test_onnx_reader import _model
+        from torch_mnist.inference import onnx_reader
+        monkeypatch.setattr(onnx_reader, "RUN_SECONDS", 0.5)
+        path = _model(tmp_path_factory.mktemp("loop") / "m.onnx", endless=True)
+        reader = onnx_reader.OnnxDigitReader(path)
+        with pytest.raises(UserError, match="ran past its deadline"):
+            reader.probabilities(np.zeros((2, 28, 28), np.uint8))
+
+
+class TestSlowClients:
+    @FUZZ
+    @given(pace=st.floats(0.01, 0.3), clients=st.integers(1, 40), split=st.sampled_from(["headers", "body"]))
+    def test_prompt_clients_are_served_whatever_the_tricklers_do(self, trickle_server, pace, clients, split):
+        import http.client
+        import socket
+        import time
+        port = trickle_server.server_address[1]
+        tricklers = []
+        try:
+            for _ in range(clients):
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" +
+                               (b"Content-Length: 100000\r\n\r\n" if split == "body" else b""))
+                tricklers.append(client)
+            for _ in range(3):
+                for client in tricklers:
+                    try:
+                        client.sendall(b"x" if split == "body" else b"X-A: b\r\n")
+                    except OSError:
+                        pass
+                time.sleep(pace)
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection.request("GET", "/health")
+                assert connection.getresponse().status == 200
+                connection.close()
+        finally:
+            for client in tricklers:
+                client.close()
+
+
+@pytest.fixture(scope="module")
+def trickle_server(tmp_path_factory):
+    """A server with few slots (8), so that a handful of tricklers would fill it."""
+    import threading
+    from torch_mnist.deploy.serve import DigitReader, make_server
+    reader = DigitReader(lambda pixels: np.full((len(pixels), 10), 0.1), [str(d) for d in range(10)])
+    server = make_server(reader, "127.0.0.1", 0, timeout=5.0, max_connections=8)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)

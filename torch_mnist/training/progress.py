@@ -1,6 +1,7 @@
 """Keras-style progress lines, drawn with tqdm in a terminal and plain in a log."""
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -49,7 +50,7 @@ class Progress:
         self._steps = steps
         if self.mode == "quiet":
             return
-        print(f"Epoch {epoch}/{epochs}", file=self.stream, flush=True)
+        self._print(f"Epoch {epoch}/{epochs}")
         if self.mode == "bar":
             # Some pseudo-terminals report 0 x 0: tqdm would then trim every line to nothing and hide
             # the bar as "below the screen". Give it the size shutil settles on, or a sane one.
@@ -79,9 +80,20 @@ class Progress:
             self._bar.close()
             self._bar = None
         if self.mode != "quiet":  # printed whole: tqdm would trim it to the terminal's width
-            print(f"{self._steps}/{self._steps} [{'=' * 30}] - {seconds:.0f}s "
-                  f"{1000 * seconds / self._steps:.0f}ms/step - {format_metrics(metrics)}",
-                  file=self.stream, flush=True)
+            self._print(f"{self._steps}/{self._steps} [{'=' * 30}] - {seconds:.0f}s "
+                        f"{1000 * seconds / self._steps:.0f}ms/step - {format_metrics(metrics)}")
+
+    def _print(self, line: str) -> None:
+        """A line of progress; a reader that has gone (``train.py | head``) leaves the run to go on quietly,
+        to its checkpoint, with everything printed later going nowhere."""
+        try:
+            print(line, file=self.stream, flush=True)
+        except BrokenPipeError:
+            self.mode = "quiet"
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def close(self) -> None:
         """Close a bar left open by an interrupted epoch."""
