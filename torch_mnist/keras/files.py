@@ -24,7 +24,7 @@ import numpy as np
 from ..config import MAX_LAYERS, MAX_UNITS, TrainConfig
 from ..errors import UserError, printable
 from ..recipe import check_fits_in_memory
-from .storage import member, member_bytes, parse_json, read_dataset, unpack
+from .storage import check_dataset, member, member_bytes, parse_json, read_dataset, unpack
 
 INPUT_SHAPES = ((784,), (28, 28), (28, 28, 1))
 NUM_CLASSES = 10
@@ -293,15 +293,19 @@ def _weights(model: KerasModel, layers_datasets: list, path: Path) -> None:
     declares or read from elsewhere."""
     if len(layers_datasets) != len(model.hidden) + 1:
         raise UserError(f"{path}: the weights file holds fewer Dense layers than its description")
-    for k, (datasets, (kernel_shape, bias_shape)) in enumerate(zip(layers_datasets, _shapes(model)), start=1):
-        if len(datasets) != 2:
+    planned = []  # (layer, name, dataset, shape), every one checked before the first is read
+    for k, (datasets, shapes) in enumerate(zip(layers_datasets, _shapes(model)), start=1):
+        if len(datasets) != 2 or not all(hasattr(dataset, "shape") for _, dataset in datasets):
             raise UserError(f"{path}: Dense layer {k}'s weights are not one kernel and one bias")
         by_rank = sorted(datasets, key=lambda named: -len(named[1].shape))  # the kernel, then the bias
-        for (name, dataset), shape in zip(by_rank, (kernel_shape, bias_shape)):
-            array = read_dataset(dataset, name, shape, path)
-            if not np.isfinite(array).all():
-                raise UserError(f"{path}: Dense layer {k}'s weights are not finite floating-point numbers")
-            (model.kernels if len(shape) == 2 else model.biases).append(array.astype(np.float32))
+        for (name, dataset), shape in zip(by_rank, shapes):
+            check_dataset(dataset, name, shape, path)
+            planned.append((k, name, dataset, shape))
+    for k, name, dataset, shape in planned:
+        array = read_dataset(dataset, name, shape, path)
+        if not np.isfinite(array).all():
+            raise UserError(f"{path}: Dense layer {k}'s weights are not finite floating-point numbers")
+        (model.kernels if len(shape) == 2 else model.biases).append(array.astype(np.float32))
 
 
 def _optimizer(description, version: Tuple[int, int], saved: list, model: KerasModel,

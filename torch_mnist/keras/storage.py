@@ -78,8 +78,14 @@ def parse_json(data, path: Path) -> dict:
 
 
 def read_dataset(dataset, name: str, shape: Tuple[int, ...], path: Path) -> np.ndarray:
-    """An HDF5 dataset's floats, after checking it holds its data in this file (no external files, no virtual
-    sources) and has ``shape``."""
+    """An HDF5 dataset's floats, after :func:`check_dataset`."""
+    check_dataset(dataset, name, shape, path)
+    return np.asarray(dataset[()])
+
+
+def check_dataset(dataset, name: str, shape: Tuple[int, ...], path: Path) -> None:
+    """That an HDF5 dataset holds its data in this file (no external files, no virtual sources), has
+    ``shape`` and holds floats: read nothing of a dataset before this says yes."""
     if not hasattr(dataset, "shape") or not hasattr(dataset, "dtype"):
         raise UserError(f"{path}: {printable(name)} is not an array")
     if dataset.external or dataset.is_virtual:
@@ -90,4 +96,3 @@ def read_dataset(dataset, name: str, shape: Tuple[int, ...], path: Path) -> np.n
                         f"{list(shape)}")
     if not np.issubdtype(dataset.dtype, np.floating):
         raise UserError(f"{path}: {printable(name)} holds {dataset.dtype}, not floating-point numbers")
-    return np.asarray(dataset[()])
