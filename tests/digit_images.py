@@ -300,7 +300,9 @@ def prepared_family(family: str, data_root: str, count: int = 150, seed: int = 1
 
 
 def main() -> None:
-    """Each family's accuracy with a checkpoint, as the docs report it: python tests/digit_images.py CKPT."""
+    """Each family's accuracy with one or more checkpoints, as the docs report it (the last checkpoint also on
+    the ideal preprocessing of the same captures), and the preprocessing's time:
+    python tests/digit_images.py CKPT [CKPT ...]."""
     import argparse
     import os
     import time
@@ -308,27 +310,41 @@ def main() -> None:
     from torch_mnist import build_model, load_checkpoint
     from torch_mnist.training.checkpoint import checkpoint_normalization
     from torch_mnist.data.mnist import load_mnist
-    from torch_mnist.inference.digits import preprocess_image
+    from torch_mnist.inference.digits import preprocess_image, to_mnist_canvas
     from torch_mnist.training.engine import predict_probabilities
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoints", nargs="+")
     p.add_argument("--count", type=int, default=1000, help="digits per family (default: 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=os.environ.get("TORCH_MNIST_DATA", "data"))
     args = p.parse_args()
-    checkpoint = load_checkpoint(args.checkpoint)
-    model, normalization = build_model(checkpoint), checkpoint_normalization(checkpoint)
+    models = []
+    for path in args.checkpoints:
+        checkpoint = load_checkpoint(path)
+        models.append((build_model(checkpoint), checkpoint_normalization(checkpoint)))
+
+    def accuracy(model, pixels) -> str:
+        return f"{100 * (predict_probabilities(*model, pixels).argmax(1) == labels).mean():.1f}%"
+
     digits, labels = sample_test_digits(load_mnist(args.data_dir, train=False), args.count, args.seed)
-    tensors = (predict_probabilities(model, normalization, digits).argmax(1) == labels).mean()
-    print(f"| the same {args.count} test digits as tensors | {100 * tensors:.1f}% | |")
+    names = " | ".join(os.path.basename(path) for path in args.checkpoints)
+    print(f"| family | {names} | {os.path.basename(args.checkpoints[-1])} on the ideal | median (95th pct) |")
+    print("|---|" + "---|" * (len(models) + 2))
+    print(f"| the same {args.count} test digits as tensors | "
+          + " | ".join(accuracy(model, digits) for model in models) + " | | |")
     for family in FAMILIES:
         captures = capture_family(family, digits, args.seed)
-        start = time.perf_counter()
-        pixels = np.stack([preprocess_image(capture.data) for capture in captures])
-        milliseconds = 1000 * (time.perf_counter() - start) / len(captures)
-        accuracy = (predict_probabilities(model, normalization, pixels).argmax(1) == labels).mean()
-        print(f"| {family} | {100 * accuracy:.1f}% | {milliseconds:.1f} ms |", flush=True)
+        seconds, results = [], []
+        for capture in captures:
+            start = time.perf_counter()
+            results.append(preprocess_image(capture.data))
+            seconds.append(time.perf_counter() - start)
+        pixels = np.stack(results)
+        ideal = np.stack([to_mnist_canvas(capture.ideal) for capture in captures])
+        times = f"{1000 * np.median(seconds):.1f} ms ({1000 * np.percentile(seconds, 95):.1f} ms)"
+        print(f"| {family} | " + " | ".join(accuracy(model, pixels) for model in models)
+              + f" | {accuracy(models[-1], ideal)} | {times} |", flush=True)
 
 
 if __name__ == "__main__":

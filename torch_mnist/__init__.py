@@ -22,7 +22,7 @@ _EXPORTS = {
     "UserError": "errors",
     "new_history": "history",
     "cross_entropy": "model.losses",
-    "MLP": "model.mlp",
+    "MLP": "model.mlp", "summary": "model.summary",
     "RMSprop": "model.optim",
     "Recipe": "recipe", "build": "recipe",
     "resolve_device": "training.runtime",
