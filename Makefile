@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install train train-mlp2 train-robust evaluate test test-fast bench reproduce lint clean
+.PHONY: install train train-mlp2 train-robust evaluate test test-fast notebook bench reproduce lint clean
 
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,11 @@ test: $(TEST_STAMP)
 # Every module on synthetic data, in this process: no real-data epochs, torchrun, torch.compile, Keras,
 # script subprocesses or fuzzing (see setup.cfg's markers).
 test-fast: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras or scripts or fuzz)"
+	$(BIN)/python -m pytest -q -m "not (slow or torchrun or compile or keras or scripts or fuzz or notebook)"
+
+# docs/walkthrough.ipynb run top to bottom, its outputs stored in it (3 epochs; WALKTHROUGH_EPOCHS=20 for all).
+notebook: $(TEST_STAMP)
+	cd docs && ../$(BIN)/jupyter execute --inplace walkthrough.ipynb
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/benchmark.py --out bench.json
