@@ -46,13 +46,17 @@ def _paired_standard_error(right_a: np.ndarray, right_b: np.ndarray) -> float:
 class TestOnRealDigits:
     @pytest.mark.parametrize("family", sorted(FAMILIES))
     def test_captured_digits_are_read_nearly_as_well_as_the_test_tensors(self, trained, real_root, family):
-        digits, labels, pixels, _ = prepared_family(family, str(real_root))  # 150 digits, seed 11
+        # ... or as well as their ideal preprocessing, where the capture itself took information away (an 8 px
+        # thumbnail, a marker that fills a digit's loops): the preprocessing cannot give back what is gone.
+        digits, labels, pixels, ideals = prepared_family(family, str(real_root))  # 150 digits, seed 11
         probabilities = _probabilities(load_checkpoint(trained))
         right = probabilities(pixels).argmax(1) == labels
         right_on_tensors = probabilities(digits).argmax(1) == labels
-        accuracy, on_tensors = right.mean(), right_on_tensors.mean()
-        noise = STANDARD_ERRORS * _paired_standard_error(right_on_tensors, right)
-        assert accuracy >= on_tensors - FAMILY_MARGIN.get(family, 0.04) - noise, (family, accuracy, on_tensors, noise)
+        right_on_ideal = probabilities(ideals).argmax(1) == labels
+        reference = right_on_tensors if right_on_tensors.mean() <= right_on_ideal.mean() else right_on_ideal
+        accuracy, expected = right.mean(), reference.mean()
+        noise = STANDARD_ERRORS * _paired_standard_error(reference, right)
+        assert accuracy >= expected - FAMILY_MARGIN.get(family, 0.04) - noise, (family, accuracy, expected, noise)
 
     def test_script_reports_each_image_and_fails_for_the_bad_one(self, trained, real_root, tmp_path, capsys):
         test = load_mnist(real_root, train=False)

@@ -141,14 +141,17 @@ def _deviation_from_paper(values: np.ndarray, terms: np.ndarray,
         # ... and it stays on that side: a digit that spans its image leaves paper only along the edges, and
         # a surface free to grow from there would bend through the strokes (a quadratic across a tight crop
         # of a 1 is a valley as dark as the ink).
-        fits.append(_robust_surface(sample_terms, sample_values, border_side.ravel(), within=border_side.ravel()))
+        side = border_side.ravel()
+        if from_the_border:  # a digit that fills its image: the grey of its blurred edges is much of the side,
+            side = side & _far_half(sample_values, side)  # and its far half from the ink is the paper
+        fits.append(_robust_surface(sample_terms, sample_values, side, within=side))
         # Mixed: the first fit's spread is several times the paper's noise, and the border side's fit is
         # tighter. That side's spread still holds the grey of stroke edges, which make much of a tight crop:
         # its noise is the neighbours' then, where that is smaller.
         mixed = from_the_border or fits[0][1] > MIXED_SPREAD * max(fits[1][1], 0.5)
         if from_the_border:  # the paper's noise from its lighter half: stroke edges only ever darken it
-            fits[1] = (fits[1][0], _upper_spread(sample_values - sample_terms[:, :3] @ fits[1][0],
-                                                 border_side.ravel()), fits[1][2])
+            fits[1] = (fits[1][0], _upper_spread(sample_values - sample_terms[:, :3] @ fits[1][0], side),
+                       fits[1][2])
         # A dark table at a sheet's corners is no paper either: the side it starts from must be a fair share
         # of the image. That share is the side's own (its fit's share can be far smaller on clean paper,
         # whose noise is so low that the grey of blurred stroke edges falls outside it).
@@ -193,6 +196,13 @@ def _least_squares(terms: np.ndarray, values: np.ndarray) -> np.ndarray:
     are well conditioned); its own least squares where the terms are degenerate (an image one pixel wide)."""
     terms = terms.astype(np.float64)
     return np.linalg.lstsq(terms.T @ terms, terms.T @ values, rcond=None)[0].astype(np.float32)
+
+
+def _far_half(values: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """The half of ``side``'s values further from the other side's (lighter than its median, for a light side)."""
+    median = _median(values[side])
+    lighter = _median(values[~side]) < median if (~side).any() else True
+    return values >= median if lighter else values <= median
 
 
 def _border_side(samples: np.ndarray):
