@@ -158,3 +158,40 @@ def test_evaluation_through_onednn_gives_the_figures_of_mkl_within_rounding(monk
         figures[routed] = evaluate(model, batches, torch.device("cpu"))
     assert figures[True]["loss"] == pytest.approx(figures[False]["loss"], rel=1e-5)
     assert abs(figures[True]["accuracy"] - figures[False]["accuracy"]) <= 1 / 512  # a tie's argmax at most
+
+
+class TestWithoutThePrivateApis:
+    """A torch release that renames oneDNN's linear op or Inductor's pass hook costs the route, not a run."""
+
+    @pytest.fixture
+    def amd_avx512_without_the_op(self, monkeypatch):
+        monkeypatch.setattr(onednn, "_amd_cpu_with_avx512", lambda: True)  # the route would be taken here
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+        monkeypatch.setattr(onednn, "onednn_linear_op", lambda: None)  # ... but the op is gone
+        monkeypatch.setattr(onednn, "_NOTED", set())
+
+    def test_the_route_is_off_with_one_note(self, amd_avx512_without_the_op):
+        from torch_mnist.errors import Note
+        with pytest.warns(Note, match="no torch.ops.mkldnn._linear_pointwise: the step's matrix products stay"):
+            assert onednn.products_through_onednn() is False
+        assert onednn.compile_options() == {}  # said once, not at every call
+        with onednn.linear_layers_through_onednn():
+            model = build(TrainConfig(hidden=(2048,)), torch.device("cpu")).model.eval()
+            with torch.no_grad():
+                assert model(torch.rand(256, 784)).shape == (256, 10)
+
+    def test_a_missing_pass_hook_is_named(self, monkeypatch):
+        monkeypatch.setattr(onednn, "CustomGraphPass", None)
+        assert onednn.missing_private_api() == "torch._inductor.custom_graph_pass.CustomGraphPass"
+
+    @pytest.mark.compile
+    def test_a_compiled_run_trains_without_them(self, amd_avx512_without_the_op, synthetic_root, tmp_path):
+        import warnings
+        from torch_mnist import run_training
+        from torch_mnist.errors import Note
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Note)
+            result = run_training(TrainConfig(epochs=1), synthetic_root, torch.device("cpu"), tmp_path / "c.pt")
+        assert len(result.history["loss"]) == 1
+        notes = [str(w.message) for w in caught if issubclass(w.category, Note)]
+        assert any("stay with MKL" in note for note in notes) and not any("eagerly" in note for note in notes)

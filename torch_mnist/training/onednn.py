@@ -24,13 +24,22 @@ libraries compute in float32 and differ only in the order of the sums.
 import contextlib
 import functools
 import platform
+import warnings
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 import torch
-from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
+
+from ..errors import Note
+
+# Two private torch APIs carry this route: Inductor's custom-pass hook and oneDNN's linear op. A torch
+# release that renames either costs the route (the products stay with MKL, with one note), never a run.
+try:
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+except ImportError:  # pragma: no cover - a torch without the hook
+    CustomGraphPass = None
 
 aten = torch.ops.aten
 # A call into oneDNN costs ~10 us whatever its size (MKL's small-matrix path ~3 us): a product with fewer
@@ -44,7 +53,12 @@ MAX_FUSED_SIDE = 16
 @torch.library.custom_op("torch_mnist::linear", mutates_args=())
 def linear(inputs: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``inputs @ weight.T + bias`` by oneDNN (any strides: a transposed operand is read in place)."""
-    return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
+    return onednn_linear_op()(inputs, weight, bias, "none", [], "")
+
+
+def onednn_linear_op():
+    """oneDNN's linear op, a private one of torch's (None where this torch has none by that name)."""
+    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 @linear.register_fake
@@ -61,7 +75,7 @@ def _large(m: int, k: int, n: int) -> bool:
     return m * k * n >= MIN_MULTIPLY_ADDS
 
 
-class StepProducts(CustomGraphPass):
+class StepProducts(CustomGraphPass or object):
     """Rewrites ``mm(a, b)`` and ``addmm(bias, a, b)`` (a 1-D bias, no scaling) on float32 CPU tensors:
     with at least :data:`MIN_MULTIPLY_ADDS` multiply-adds, as :func:`linear`; with fewer and a side of at
     most :data:`MAX_FUSED_SIDE`, as ``(a[:, :, None] * b[None]).sum(1) (+ bias)``, which Inductor fuses
@@ -132,9 +146,29 @@ def _amd_cpu_with_avx512() -> bool:
 
 
 def products_through_onednn() -> bool:
-    """Whether the large float32 products go to oneDNN here: an x86 AMD CPU with AVX-512, and a torch
-    built with oneDNN that has not been told to leave it (``torch.backends.mkldnn.enabled = False``)."""
-    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and _amd_cpu_with_avx512()
+    """Whether the large float32 products go to oneDNN here: an x86 AMD CPU with AVX-512, a torch built with
+    oneDNN that has not been told to leave it (``torch.backends.mkldnn.enabled = False``), and the private
+    APIs the route needs (:func:`missing_private_api`; where one is gone, a note says so once)."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and _amd_cpu_with_avx512()):
+        return False
+    missing = missing_private_api()
+    if missing and missing not in _NOTED:
+        _NOTED.add(missing)
+        warnings.warn(f"this torch has no {missing}: the step's matrix products stay with MKL (slower on this "
+                      "AMD CPU, the same arithmetic)", Note, stacklevel=2)
+    return not missing
+
+
+_NOTED: set = set()
+
+
+def missing_private_api() -> str:
+    """The private torch API this route needs and this torch lacks ("" when both are there)."""
+    if CustomGraphPass is None:
+        return "torch._inductor.custom_graph_pass.CustomGraphPass"
+    if onednn_linear_op() is None:
+        return "torch.ops.mkldnn._linear_pointwise"
+    return ""
 
 
 def compile_options() -> Dict[str, object]:
