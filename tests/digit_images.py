@@ -311,7 +311,7 @@ def main() -> None:
     from torch_mnist.training.checkpoint import checkpoint_normalization
     from torch_mnist.data.mnist import load_mnist
     from torch_mnist.inference.digits import preprocess_image, to_mnist_canvas
-    from torch_mnist.training.engine import predict_probabilities
+    from torch_mnist.training.epoch import predict_probabilities
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("checkpoints", nargs="+")

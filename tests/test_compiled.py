@@ -8,7 +8,7 @@ from torch_mnist.errors import Note
 from torch_mnist.recipe import build
 from torch_mnist.training import compiled
 from torch_mnist.training.compiled import CompiledStep
-from torch_mnist.training.engine import training_step
+from torch_mnist.training.epoch import training_step
 
 CPU = torch.device("cpu")
 

@@ -26,7 +26,7 @@ def test_cuda_checkpoint_loads_on_cpu(synthetic_root, tmp_path):
 
 
 def test_non_finite_loss_is_caught_on_cuda(synthetic_root, tmp_path):
-    from torch_mnist.training.engine import NonFiniteLossError
+    from torch_mnist.training.epoch import NonFiniteLossError
     with pytest.raises(NonFiniteLossError, match="epoch 1, step"):
         run_training(TrainConfig(epochs=1, lr=1e20), synthetic_root, torch.device("cuda"), tmp_path / "c.pt")
 

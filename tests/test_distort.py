@@ -10,7 +10,7 @@ from torch_mnist.data import distort
 from torch_mnist.data.batches import InMemoryBatches, TensorSplit
 from torch_mnist.data.distort import (DISTORTIONS, DistortedBatches, Distorter, distortion_seed, elastic_basis,
                                       elastic_field, pen_variants)
-from torch_mnist.training.loop import resume_config
+from torch_mnist.training.run import resume_config
 
 CPU = torch.device("cpu")
 

@@ -259,7 +259,7 @@ def _argv(draw, module) -> list:
     return argv + draw(st.lists(FLAG_VALUES, max_size=2))  # and stray positional values
 
 
-COMMANDS = {"train": (train, ["torch_mnist.training.loop.run_training"]),
+COMMANDS = {"train": (train, ["torch_mnist.training.run.run_training"]),
             "evaluate": (evaluate, ["torch_mnist.commands.runs.load_run"]),
             "predict": (predict, ["torch_mnist.inference.predict.predict_files"]),
             "plot": (plot, ["torch_mnist.reports.plots.plot_curves"]),
@@ -404,7 +404,7 @@ def synthetic_server(tmp_path_factory):
     import threading
     from functools import partial
     from torch_mnist.training.checkpoint import checkpoint_normalization
-    from torch_mnist.training.engine import predict_probabilities
+    from torch_mnist.training.epoch import predict_probabilities
     from torch_mnist.deploy.serve import DigitReader, make_server
     from torch_mnist import run_training
     folder = tmp_path_factory.mktemp("served")

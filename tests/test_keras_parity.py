@@ -21,7 +21,7 @@ if not os.environ.get("CI") and importlib.util.find_spec("keras") is None:
     pytest.skip("the parity extra is not installed: pip install -e '.[parity]'", allow_module_level=True)
 
 from torch_mnist import MLP, InMemoryBatches, Normalization, RMSprop, decode, evaluate, load_mnist# noqa: E402
-from torch_mnist.training.engine import train_one_epoch  # noqa: E402
+from torch_mnist.training.epoch import train_one_epoch  # noqa: E402
 from torch_mnist.keras.parity import (import_keras, keras_parameters, keras_reference_model,  # noqa: E402
                                       largest_difference, one_hot)
 from torch_mnist.model.losses import cross_entropy  # noqa: E402
@@ -166,8 +166,8 @@ def test_epoch_bookkeeping_equals_keras_history(mnist):
                             shuffle=False, verbose=0,
                             validation_data=(test_set.images.numpy(), one_hot(test_set.labels))).history
     loss_fn = lambda logits, labels, **kw: cross_entropy(logits, labels, clip_probabilities=True, **kw)  # noqa: E731
-    ours = train_one_epoch(model, InMemoryBatches(subset, 128), optimizer, CPU, loss_fn)
-    val = evaluate(model, InMemoryBatches(test_set, 128), CPU, loss_fn)
+    ours = train_one_epoch(model, InMemoryBatches(subset, 128), optimizer, CPU, loss_fn=loss_fn)
+    val = evaluate(model, InMemoryBatches(test_set, 128), CPU, loss_fn=loss_fn)
     # Float32 forward passes on both sides: the losses agree to float32 rounding; an accuracy may
     # differ by one image whose two largest logits tie to within that rounding.
     assert ours["loss"] == pytest.approx(history["loss"][0], rel=1e-5)

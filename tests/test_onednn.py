@@ -146,7 +146,7 @@ def test_without_onednn_here_linear_layers_are_left_alone(monkeypatch):
 
 @needs_onednn
 def test_evaluation_through_onednn_gives_the_figures_of_mkl_within_rounding(monkeypatch):
-    from torch_mnist.training.engine import evaluate
+    from torch_mnist.training.epoch import evaluate
 
     model = build(TrainConfig(), torch.device("cpu")).model
     generator = torch.Generator().manual_seed(3)

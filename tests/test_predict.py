@@ -10,7 +10,7 @@ from PIL import Image
 from torch_mnist import load_checkpoint
 from torch_mnist.commands.predict import main as predict_main
 from torch_mnist.data.mnist import load_mnist
-from torch_mnist.training.engine import predict_probabilities
+from torch_mnist.training.epoch import predict_probabilities
 
 from conftest import assert_one_line_error_in_process, run_in_process
 from digit_images import FAMILIES, prepared_family, render_on_page

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torch_mnist import MLP, Normalization, TrainConfig, run_training
-from torch_mnist.training.engine import predict_probabilities
+from torch_mnist.training.epoch import predict_probabilities
 from torch_mnist.files import atomic_write
 from torch_mnist.training.runtime import fast_cpu_math, flushes_denormals
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, assert_one_line_error_in_process, run_in_process, run_script, save_with_digest
 from torch_mnist import TrainConfig, load_checkpoint, run_training
-from torch_mnist.training import loop as training
+from torch_mnist.training import run as training
 from torch_mnist.commands.train import main as train_main
 from torch_mnist.commands.evaluate import main as evaluate_main
 

@@ -23,7 +23,7 @@ from torch_mnist import TrainConfig, run_training
 from torch_mnist.training.checkpoint import build_model, checkpoint_normalization, load_checkpoint
 from torch_mnist.commands.serve import main as serve_main
 from torch_mnist.inference.digits import preprocess_image
-from torch_mnist.training.engine import predict_probabilities
+from torch_mnist.training.epoch import predict_probabilities
 from torch_mnist.deploy.serve import DigitReader, is_loopback, make_server
 
 from conftest import REPO, assert_one_line_error_in_process

@@ -98,4 +98,4 @@ def test_no_import_circle():
 def test_the_walker_sees_relative_and_function_level_imports(tmp_path):
     source = PACKAGE / "commands" / "train.py"
     imports = package_imports(source)
-    assert {"distributed", "config", "commands.common", "training.loop"} <= imports
+    assert {"distributed", "config", "commands.common", "training.run"} <= imports

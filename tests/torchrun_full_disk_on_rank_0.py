@@ -4,7 +4,7 @@ checkpoint write, while rank 1 would go on to the next epoch's collectives."""
 import errno
 import os
 
-from torch_mnist.training import loop as training
+from torch_mnist.training import run as training
 from torch_mnist.commands.common import script
 from torch_mnist.commands.train import main
 

@@ -3,14 +3,14 @@ second step, as a diverging shard would."""
 
 import os
 
-from torch_mnist.training import loop as training
+from torch_mnist.training import run as training
 from torch_mnist.commands.common import script
 from torch_mnist.commands.train import main
 
 if os.environ.get("RANK") == "1":
     real_train_one_epoch = training.train_one_epoch
 
-    def poisoned(model, batches, optimizer, device, loss_fn, *args, **kwargs):
+    def poisoned(model, batches, optimizer, device, *args, loss_fn, **kwargs):
         steps = []
 
         def nan_at_step_2(logits, labels, **options):
@@ -18,7 +18,7 @@ if os.environ.get("RANK") == "1":
             loss = loss_fn(logits, labels, **options)
             return loss * float("nan") if len(steps) == 2 else loss
 
-        return real_train_one_epoch(model, batches, optimizer, device, nan_at_step_2, *args, **kwargs)
+        return real_train_one_epoch(model, batches, optimizer, device, *args, loss_fn=nan_at_step_2, **kwargs)
 
     training.train_one_epoch = poisoned
 

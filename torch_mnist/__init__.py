@@ -17,7 +17,7 @@ _EXPORTS = {
     "TrainConfig": "config",
     "Normalization": "data.mnist", "load_mnist": "data.mnist",
     "resolve_data_root": "data.registry",
-    "evaluate": "training.engine", "fit": "training.engine", "train_one_epoch": "training.engine",
+    "evaluate": "training.epoch", "train_one_epoch": "training.epoch",
     "CompiledStep": "training.compiled",
     "UserError": "errors",
     "new_history": "history", "record_epoch": "history",
@@ -27,7 +27,7 @@ _EXPORTS = {
     "RMSprop": "model.optim",
     "Recipe": "recipe", "build": "recipe",
     "resolve_device": "training.runtime",
-    "run_training": "training.loop",
+    "run_training": "training.run",
 }
 __all__ = sorted(_EXPORTS)
 

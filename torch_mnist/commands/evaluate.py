@@ -33,14 +33,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                              writes={"--misclassified": grid})
         check_replaceable(grid, "--misclassified", "png")
     from ..reports.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
-    from ..training.engine import evaluate  # the heavy imports, after the flags
+    from ..training.epoch import evaluate  # the heavy imports, after the flags
+    from ..training.onednn import linear_layers_through_onednn
     from ..recipe import loss_of
     from ..training.runtime import resolve_device
     from .runs import load_run
 
     device = resolve_device(args.device)
     run = load_run(Path(args.checkpoint), args.data_dir, device)
-    metrics = evaluate(run.model, run.batches, device, loss_of(run.config), keep_predictions=True)
+    with linear_layers_through_onednn():  # the products as training's (AMD CPUs with AVX-512)
+        metrics = evaluate(run.model, run.batches, device, loss_fn=loss_of(run.config), keep_predictions=True)
     matrix = confusion_matrix(metrics["predicted"], metrics["labels"])
     if args.misclassified:
         count = misclassified_grid(run.test.data.numpy(), metrics["labels"], metrics["predicted"],

@@ -73,11 +73,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _confusion(checkpoint: Path, args: argparse.Namespace):
     from ..reports.analysis import confusion_matrix
-    from ..training.engine import evaluate
+    from ..training.epoch import evaluate
+    from ..training.onednn import linear_layers_through_onednn
     from ..training.runtime import resolve_device
     from .runs import load_run
 
     device = resolve_device(args.device)
     run = load_run(checkpoint, args.data_dir, device)
-    metrics = evaluate(run.model, run.batches, device, keep_predictions=True)
+    with linear_layers_through_onednn():  # the products as training's (AMD CPUs with AVX-512)
+        metrics = evaluate(run.model, run.batches, device, keep_predictions=True)
     return confusion_matrix(metrics["predicted"], metrics["labels"])

@@ -59,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _checkpoint_model(args: argparse.Namespace) -> tuple:
     """The checkpoint's model through torch: its probabilities and class names."""
     from ..training.checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
-    from ..training.engine import predict_probabilities
+    from ..training.epoch import predict_probabilities
     from ..training.runtime import resolve_device
 
     checkpoint = load_checkpoint(Path(args.checkpoint))

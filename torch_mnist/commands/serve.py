@@ -28,7 +28,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.max_body <= 0:
         raise UserError(f"--max-body must be a positive number of bytes, got {args.max_body}")
     from ..training.checkpoint import build_model, checkpoint_config, checkpoint_normalization, load_checkpoint
-    from ..training.engine import predict_probabilities
+    from ..training.epoch import predict_probabilities
     from ..training.runtime import resolve_device  # the heavy imports, after the flags
     from ..deploy.serve import DigitReader, is_loopback, make_server, serve_until_interrupted
 

@@ -122,10 +122,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, shard, device) -> int:
-    from ..training.engine import NonFiniteLossError
+    from ..training.epoch import NonFiniteLossError
     from ..data.idx import verify_checksums
     from ..training.progress import Progress
-    from ..training.loop import CheckpointWriter, load_for_resume, run_training
+    from ..training.run import CheckpointWriter, load_for_resume, run_training
 
     resume = None
     if args.resume:

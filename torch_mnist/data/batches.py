@@ -114,10 +114,11 @@ class LoaderBatches:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
-def make_batches(root: Path, train: bool, normalization: Normalization, batch_size: int,
-                 device: torch.device, loader: str = "memory",
-                 generator: Optional[torch.Generator] = None, dataset: str = "mnist", shard: Shard = Shard()):
-    """The batches of one split through the chosen data path (``config.LOADERS``: "memory" or "dataloader")."""
+def make_batches(root: Path, normalization: Normalization, *, train: bool, batch_size: int, device: torch.device,
+                 loader: str = "memory", generator: Optional[torch.Generator] = None, dataset: str = "mnist",
+                 shard: Shard = Shard()):
+    """The batches of one split through the chosen data path (``config.LOADERS``: "memory" or "dataloader");
+    shuffled by ``generator`` where one is given (training), in order otherwise."""
     if loader == "memory":
         split = decode(load_mnist(root, train, dataset=dataset), normalization, device)
         return InMemoryBatches(split, batch_size, generator, shard)

@@ -19,10 +19,11 @@ from ..data.batches import InMemoryBatches, TensorSplit, decode, make_batches
 from ..config import DISTORTIONS, TrainConfig
 from ..data.distort import DistortedBatches, Distorter, distortion_seed
 from ..data.mnist import load_mnist
-from ..training.engine import EpochMeter, evaluate, train_one_epoch, training_step
+from ..training.epoch import EpochMeter, evaluate, train_one_epoch, training_step
 from ..model.mlp import MLP
 from ..model.optim import rmsprop_update
 from ..recipe import build, normalization_of
+from ..training import onednn
 from ..training.compiled import CompiledStep
 from ..training.runtime import cpu_name, fast_cpu_math, native_bf16_cpu
 from .floor import TEST_IMAGES, _sync, best_time, matmul_floor, sequenced_floor, step_library
@@ -59,9 +60,10 @@ def epoch_timer(train_batches, test_batches, device: torch.device,
         start = time.perf_counter()
         if isinstance(train_batches, DistortedBatches):  # a new seed each epoch, as the training loop's
             train_batches.start_epoch(distortion_seed(config.seed, next(epochs), 0))
-        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn,
+        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, loss_fn=recipe.loss_fn,
                         autocast_dtype=recipe.autocast_dtype, step=step)
-        evaluate(recipe.model, test_batches, device, recipe.loss_fn)
+        with onednn.linear_layers_through_onednn():  # as the training loop evaluates
+            evaluate(recipe.model, test_batches, device, loss_fn=recipe.loss_fn)
         _sync(device)
         return time.perf_counter() - start
 
@@ -100,9 +102,10 @@ def profile_epoch(train_batches, device: torch.device, top: int = 10,
     recipe = build(config, device)
     step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn) if config.compile else None
     with fast_cpu_math(device):
-        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn, step=step)  # warm-up
+        train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, loss_fn=recipe.loss_fn,
+                        step=step)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, recipe.loss_fn, step=step)
+            train_one_epoch(recipe.model, train_batches, recipe.optimizer, device, loss_fn=recipe.loss_fn, step=step)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
@@ -137,22 +140,29 @@ def step_phases(train_batches, device: torch.device, config: TrainConfig = Train
     """Milliseconds per step of each phase of an eager training step (``--no-compile``), over one epoch
     after a warm-up one: where the time goes that the compiled step saves.
 
-    The loop's own :func:`~torch_mnist.training.engine.training_step`, with a clock read between
-    phases (and, on CUDA, a synchronisation): unlike the profiler, nothing is added to
-    any operation, so the phases add up to the real step.
+    The loop's own :func:`~torch_mnist.training.epoch.training_step`, unchanged: its loss and its optimizer
+    are wrapped to read a clock (and, on CUDA, synchronise) when the loss is computed and when the update
+    starts and ends. Unlike the profiler, nothing is added to any operation, so the phases add up to the
+    real step.
     """
     recipe = build(config, device)
     model, optimizer, loss_fn = recipe.model, recipe.optimizer, recipe.loss_fn
     totals = dict.fromkeys(PHASES, 0.0)
+    times: List[float] = []
+
+    def timed_loss(*args, **kwargs):
+        loss = loss_fn(*args, **kwargs)
+        times.append(_clock(device))  # forward and loss done
+        return loss
+
     with fast_cpu_math(device):
-        train_one_epoch(model, train_batches, optimizer, device, loss_fn)  # warm-up
-        meter, batches = EpochMeter(device), iter(train_batches)
+        train_one_epoch(model, train_batches, optimizer, device, loss_fn=loss_fn)  # warm-up
+        meter, batches, timed = EpochMeter(device), iter(train_batches), _TimedUpdate(optimizer, times, device)
         for step in range(len(train_batches)):
-            times = [time.perf_counter()]
+            times[:] = [time.perf_counter()]
             images, labels = next(batches)
             times.append(_clock(device))
-            loss, correct = training_step(model, optimizer, loss_fn, images, labels,
-                                          mark=lambda: times.append(_clock(device)))
+            loss, correct = training_step(model, timed, timed_loss, images, labels)
             meter.record(step, loss, correct, len(labels))
             if device.type == "cpu":
                 math.isfinite(loss.item())  # the loop's divergence check
@@ -160,6 +170,21 @@ def step_phases(train_batches, device: torch.device, config: TrainConfig = Train
             for phase, start, end in zip(PHASES, times, times[1:]):
                 totals[phase] += end - start
     return {phase: 1000 * seconds / len(train_batches) for phase, seconds in totals.items()}
+
+
+class _TimedUpdate:
+    """An optimizer that reads the clock as its update starts (the backward is done) and ends."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, times: List[float], device: torch.device):
+        self.optimizer, self.times, self.device = optimizer, times, device
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.times.append(_clock(self.device))
+        self.optimizer.step()
+        self.times.append(_clock(self.device))
 
 
 def _clock(device: torch.device) -> float:
@@ -170,7 +195,8 @@ def _clock(device: torch.device) -> float:
 def evaluation_throughput(test_batches, device: torch.device) -> float:
     """Test images per second through :func:`evaluate` on the fast path."""
     model = MLP().to(device)
-    seconds = best_time(lambda: evaluate(model, test_batches, device), device, calls=3, repeats=5)
+    with onednn.linear_layers_through_onednn():
+        seconds = best_time(lambda: evaluate(model, test_batches, device), device, calls=3, repeats=5)
     return test_batches.num_samples / seconds
 
 
@@ -281,10 +307,11 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "deployment": deployment_speed() if deployment else {},
     }
     if loader_repeats:
-        loader_train = make_batches(data_root, True, normalization, config.batch_size, device, "dataloader",
-                                    torch.Generator().manual_seed(config.seed), config.dataset)
-        loader_test = make_batches(data_root, False, normalization, config.batch_size, device, "dataloader",
-                                   dataset=config.dataset)
+        loader_train = make_batches(data_root, normalization, train=True, batch_size=config.batch_size, device=device,
+                                    loader="dataloader", generator=torch.Generator().manual_seed(config.seed),
+                                    dataset=config.dataset)
+        loader_test = make_batches(data_root, normalization, train=False, batch_size=config.batch_size, device=device,
+                                   loader="dataloader", dataset=config.dataset)
         loader_epoch, _ = epoch_timer(loader_train, loader_test, device, config)
         result["dataloader_epoch_seconds"] = interleaved({"loader": loader_epoch}, loader_repeats, device)["loader"]
     result.update(peer_timings)

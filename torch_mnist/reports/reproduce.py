@@ -12,7 +12,7 @@ from ..config import TrainConfig
 from ..history import HISTORY_KEYS, History, format_figure
 from ..training.progress import Progress
 from .reference import reference_history
-from ..training.loop import run_training
+from ..training.run import run_training
 
 
 def run_seeds(config: TrainConfig, seeds: List[int], data_root: Path, device: torch.device, out_dir: Path,

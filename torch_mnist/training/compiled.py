@@ -146,7 +146,7 @@ class CompiledStep:
         return self._hyperparameter_tensors[1]
 
     def _eager(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
-        from .engine import training_step  # the loop's own eager step
+        from .epoch import training_step  # the loop's own eager step
 
         precision = torch.autocast(images.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None)
         return training_step(self.model, self.optimizer, self.loss_fn, images, labels, precision)

@@ -5,7 +5,7 @@ import torch
 
 from torch_mnist import TrainConfig, UserError, evaluate, load_checkpoint, run_training
 from torch_mnist.errors import Note
-from torch_mnist.training.loop import CheckpointWriter, resume_config
+from torch_mnist.training.run import CheckpointWriter, resume_config
 
 CPU = torch.device("cpu")
 
@@ -138,7 +138,7 @@ class TestSpeedOptions:
     @pytest.mark.parametrize("native, notes", [(False, 1), (True, 0), (None, 0)])
     def test_bf16_on_a_cpu_without_bf16_arithmetic_says_so(self, synthetic_root, tmp_path, monkeypatch,
                                                          native, notes):
-        monkeypatch.setattr("torch_mnist.training.loop.native_bf16_cpu", lambda: native)
+        monkeypatch.setattr("torch_mnist.training.run.native_bf16_cpu", lambda: native)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _train(synthetic_root, tmp_path / "amp.pt", 1, amp="bf16")

@@ -14,7 +14,8 @@ from .checkpoint import load_checkpoint, make_checkpoint, restore, save_checkpoi
 from ..config import TrainConfig, learning_rate
 from ..data.distort import DistortedBatches, Distorter, distortion_seed
 from ..distributed import Shard, check_divisible, dropout_seed, gather_states, local_main_first, reduce_epoch, together
-from .engine import NonFiniteLossError, evaluate, train_one_epoch
+from .epoch import NonFiniteLossError, evaluate, train_one_epoch
+from .onednn import linear_layers_through_onednn
 from ..errors import Note, UserError
 from ..history import History, new_history, record_epoch
 from .logs import RunLog
@@ -81,30 +82,21 @@ def run_training(config: TrainConfig, data_root: Path, device: torch.device, out
     config.validate()
     _check_speed_options(config, device, shard)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return _run(config, data_root, device, out, save_every, resume, progress, writer, shard, logs)
+        return _run(config, data_root, device, out, save_every=save_every, resume=resume, progress=progress,
+                    writer=writer, shard=shard, logs=logs)
 
 
-def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, save_every: int,
+def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, *, save_every: int,
          resume: Optional[dict], progress: Optional[Progress], writer: Optional[CheckpointWriter], shard: Shard,
          logs: Sequence[RunLog]) -> RunResult:
+    """The run: its objects, then the epoch loop (each epoch's steps in the helpers below it)."""
     recipe = build(config, device)
     torch.manual_seed(dropout_seed(config.seed, shard.rank))  # dropout draws from torch's global generator
     shuffle_generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank
-    history = new_history()
-    if resume is not None:
-        history = restore(resume, recipe.model, recipe.optimizer, shuffle_generator, device, shard)
-
-    def both_splits():
-        return (make_batches(data_root, True, recipe.normalization, config.batch_size, device, config.loader,
-                             shuffle_generator, config.dataset, shard),
-                make_batches(data_root, False, recipe.normalization, config.batch_size, device, config.loader,
-                             dataset=config.dataset))
-
-    train_batches, test_batches = local_main_first(both_splits, shard, device)
-    if config.distort:  # the same shuffled batches, each image redrawn (seeded per epoch and rank)
-        split = train_batches.split
-        distorter = Distorter(split.images, config.distort, recipe.normalization.background(), compile=config.compile)
-        train_batches = DistortedBatches(split, config.batch_size, shuffle_generator, distorter, shard)
+    history = new_history() if resume is None else restore(resume, recipe.model, recipe.optimizer,
+                                                           shuffle_generator, device, shard)
+    train_batches, test_batches = local_main_first(
+        lambda: _batches(config, data_root, device, recipe, shuffle_generator, shard), shard, device)
     train_model = _training_model(recipe.model, config, shard, device, train_batches.num_samples)
     # One compiled graph per step in one process; under torchrun, DDP's eager steps (it all-reduces gradients).
     step = CompiledStep(recipe.model, recipe.optimizer, recipe.loss_fn, recipe.autocast_dtype) \
@@ -112,7 +104,6 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
     writer = writer or CheckpointWriter(out, save_every, config.epochs, enabled=shard.is_main)
     progress = progress or Progress("quiet")
     result = RunResult(history, recipe.model, test_batches)
-
     for log in logs:
         log.start(recipe.model, config.to_dict(), len(history["loss"]), len(train_batches))
     with fast_cpu_math(device):
@@ -121,32 +112,67 @@ def _run(config: TrainConfig, data_root: Path, device: torch.device, out: Path, 
                 started = time.perf_counter()
                 _start_epoch(train_batches, recipe.optimizer, config, epoch, shard)
                 with progress.epoch(epoch, config.epochs, len(train_batches)):
-                    train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, recipe.loss_fn,
-                                            epoch, progress, recipe.autocast_dtype,
-                                            stop_on_non_finite=not shard.distributed,  # under DDP, decided below
-                                            step=step)
-                    train = reduce_epoch(train, shard, device)  # figures averaged, the first bad step shared
-                    if train["non_finite_step"]:
-                        raise NonFiniteLossError(epoch, train["non_finite_step"])
-                    val = evaluate(train_model, test_batches, device, recipe.loss_fn, keep_predictions=True)
+                    train = _train_epoch(train_model, train_batches, recipe, device, epoch, progress, step, shard)
+                    with linear_layers_through_onednn():  # the products as the compiled step's (AMD CPUs)
+                        val = evaluate(train_model, test_batches, device, loss_fn=recipe.loss_fn,
+                                       keep_predictions=True)
                 figures = record_epoch(history, train, val)
                 progress.end_epoch(figures)
-                for log in logs:
-                    log.epoch_end(epoch, figures, recipe.optimizer.param_groups[0]["lr"],
-                                  time.perf_counter() - started, train["step_losses"])
+                _log_epoch(logs, epoch, figures, recipe.optimizer, time.perf_counter() - started, train)
                 result.predicted, result.labels = val["predicted"], val["labels"]
-                rank_states = _rank_rng_states(shard, device)  # collective: every rank takes part
-
-                def save() -> None:
-                    if shard.is_main:  # only the writer copies the weights to the host
-                        writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
-                                                         shuffle_generator, rank_states))
-                together(save, shard, device, "the checkpoint could not be written by rank 0")
+                _save_epoch(writer, recipe, config, epoch, history, shuffle_generator, shard, device)
         finally:
             writer.flush()  # keep the last complete epoch, whatever stopped us
             for log in logs:
                 log.close()
     return result
+
+
+def _batches(config: TrainConfig, data_root: Path, device: torch.device, recipe, shuffle_generator: torch.Generator,
+             shard: Shard) -> tuple:
+    """The run's training batches (shuffled, this rank's share, distorted where the config says) and its
+    validation batches (in order)."""
+    train_batches = make_batches(data_root, recipe.normalization, train=True, batch_size=config.batch_size,
+                                 device=device, loader=config.loader, generator=shuffle_generator,
+                                 dataset=config.dataset, shard=shard)
+    test_batches = make_batches(data_root, recipe.normalization, train=False, batch_size=config.batch_size,
+                                device=device, loader=config.loader, dataset=config.dataset)
+    if config.distort:  # the same shuffled batches, each image redrawn (seeded per epoch and rank)
+        split = train_batches.split
+        distorter = Distorter(split.images, config.distort, recipe.normalization.background(), compile=config.compile)
+        train_batches = DistortedBatches(split, config.batch_size, shuffle_generator, distorter, shard)
+    return train_batches, test_batches
+
+
+def _train_epoch(train_model: torch.nn.Module, train_batches, recipe, device: torch.device, epoch: int,
+                 progress: Progress, step, shard: Shard) -> dict:
+    """One epoch's training figures, averaged over the ranks under torchrun (which stop together on a
+    non-finite loss: a rank stopping alone would leave the others waiting in the next all-reduce)."""
+    train = train_one_epoch(train_model, train_batches, recipe.optimizer, device, loss_fn=recipe.loss_fn,
+                            epoch=epoch, progress=progress, autocast_dtype=recipe.autocast_dtype,
+                            stop_on_non_finite=not shard.distributed, step=step)
+    train = reduce_epoch(train, shard, device)  # figures averaged, the first bad step shared
+    if train["non_finite_step"]:
+        raise NonFiniteLossError(epoch, train["non_finite_step"])
+    return train
+
+
+def _log_epoch(logs: Sequence[RunLog], epoch: int, figures: dict, optimizer: torch.optim.Optimizer,
+               seconds: float, train: dict) -> None:
+    for log in logs:
+        log.epoch_end(epoch, figures, optimizer.param_groups[0]["lr"], seconds, train["step_losses"])
+
+
+def _save_epoch(writer: CheckpointWriter, recipe, config: TrainConfig, epoch: int, history: History,
+                shuffle_generator: torch.Generator, shard: Shard, device: torch.device) -> None:
+    """The epoch's checkpoint, by rank 0, every rank taking part (their dropout streams are gathered)."""
+    rank_states = _rank_rng_states(shard, device)  # collective: every rank takes part
+
+    def save() -> None:
+        if shard.is_main:  # only the writer copies the weights to the host
+            writer.epoch_end(make_checkpoint(recipe.model, recipe.optimizer, config, epoch, history,
+                                             shuffle_generator, rank_states))
+    together(save, shard, device, "the checkpoint could not be written by rank 0")
 
 
 def _start_epoch(train_batches, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,

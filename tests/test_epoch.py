@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from torch_mnist import MLP, InMemoryBatches, RMSprop, decode, evaluate, fit, load_mnist, train_one_epoch
+from torch_mnist import (MLP, InMemoryBatches, RMSprop, decode, evaluate, load_mnist, new_history, record_epoch,
+                         train_one_epoch)
 from torch_mnist.data.mnist import Normalization
-from torch_mnist.training.engine import EpochMeter, NonFiniteLossError
+from torch_mnist.training.epoch import EpochMeter, NonFiniteLossError
 from torch_mnist.model.losses import cross_entropy
 
 CPU = torch.device("cpu")
@@ -117,12 +118,18 @@ class TestEvaluate:
         assert metrics["accuracy"] == (metrics["predicted"] == metrics["labels"]).sum().item() / 200
 
 
-class TestFit:
+class TestYourOwnLoop:
+    """The pieces in a loop of one's own, as the README and the walkthrough show it."""
+
     def _fit(self, root, epochs=3, seed=0):
         train_set, test_set = _splits(root)
         model, optimizer = _model_and_optimizer(seed)
-        return fit(model, optimizer, InMemoryBatches(train_set, 128, torch.Generator().manual_seed(seed)),
-                   InMemoryBatches(test_set, 128), CPU, epochs)
+        train_batches = InMemoryBatches(train_set, 128, torch.Generator().manual_seed(seed))
+        history = new_history()
+        for _ in range(epochs):
+            train = train_one_epoch(model, train_batches, optimizer, CPU)
+            record_epoch(history, train, evaluate(model, InMemoryBatches(test_set, 128), CPU))
+        return history
 
     def test_history_has_keras_shape(self, synthetic_root):
         history = self._fit(synthetic_root)

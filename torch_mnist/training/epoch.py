@@ -1,4 +1,4 @@
-"""The hand-written steps: one training epoch, exact evaluation, and a Keras-like fit() of the two."""
+"""One epoch of training and exact evaluation, hand-written; :mod:`.run` loops over them for a whole run."""
 
 import contextlib
 import math
@@ -10,9 +10,7 @@ from torch import nn
 
 from ..data.mnist import Normalization
 from ..errors import UserError
-from ..history import History, new_history, record_epoch
 from ..model.losses import cross_entropy
-from .onednn import linear_layers_through_onednn
 from .progress import Progress
 
 LossFn = Callable[..., torch.Tensor]
@@ -78,30 +76,22 @@ class EpochMeter:
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, images: torch.Tensor,
-                  labels: torch.Tensor, precision=contextlib.nullcontext(),
-                  mark: Callable[[], None] = lambda: None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  labels: torch.Tensor, precision=contextlib.nullcontext()) -> Tuple[torch.Tensor, torch.Tensor]:
     """One eager step: zero_grad, forward and loss, backward, update; returns ``(loss, correct)``, the batch's
-    mean loss and its count of right predictions (as :class:`~torch_mnist.training.compiled.CompiledStep`).
-
-    ``mark`` is called after the forward and loss, after the backward and after the update: the
-    benchmark's clock between phases times this very step (by default it does nothing).
-    """
+    mean loss and its count of right predictions (as :class:`~torch_mnist.training.compiled.CompiledStep`)."""
     optimizer.zero_grad(set_to_none=True)
     with precision:
         logits = model(images)
         loss = loss_fn(logits, labels)  # autocast computes the loss in float32
-    mark()
     loss.backward()
-    mark()
     optimizer.step()
-    mark()
     return loss, (logits.argmax(dim=1) == labels).sum()
 
 
-def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
-                    device: torch.device, loss_fn: LossFn = cross_entropy, epoch: int = 1,
-                    progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
-                    stop_on_non_finite: bool = True, step: Optional[Step] = None) -> Dict[str, float]:
+def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, device: torch.device, *,
+                    loss_fn: LossFn = cross_entropy, epoch: int = 1, progress: Optional[Progress] = None,
+                    autocast_dtype: Optional[torch.dtype] = None, stop_on_non_finite: bool = True,
+                    step: Optional[Step] = None) -> Dict[str, float]:
     """Train over ``batches`` once; return the epoch's ``{"loss", "accuracy", "non_finite_step", "step_losses"}``
     (the last: each step's mean batch loss, a CPU tensor).
 
@@ -137,7 +127,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, device: torch.device, loss_fn: LossFn = cross_entropy,
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device, *, loss_fn: LossFn = cross_entropy,
              keep_predictions: bool = False) -> Dict:
     """Exact test-set figures: summed loss and correct count over the number of images.
 
@@ -151,8 +141,7 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, loss_fn:
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count, predicted, true = 0, [], []
     for images, labels in batches:
-        with linear_layers_through_onednn():  # the products as the compiled step computes them (AMD CPUs)
-            logits = model(images)
+        logits = model(images)
         predictions = logits.argmax(dim=1)
         total_loss += loss_fn(logits, labels, reduction="sum")
         correct += (predictions == labels).sum()
@@ -180,25 +169,3 @@ def predict_probabilities(model: nn.Module, normalization: Normalization, pixels
         return torch.softmax(model(images), dim=1).cpu().numpy()
     finally:
         model.train(was_training)  # the caller's model as it was
-
-
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_batches: Iterable, val_batches: Iterable,
-        device: torch.device, epochs: int, *, loss_fn: LossFn = cross_entropy, history: Optional[History] = None,
-        progress: Optional[Progress] = None, autocast_dtype: Optional[torch.dtype] = None,
-        step: Optional[Step] = None) -> History:
-    """Train up to ``epochs`` in all, validating after each, like Keras' ``fit``; return the history.
-
-    Continues ``history`` if given (its length is the epochs already done, Keras'
-    ``initial_epoch``). ``autocast_dtype`` applies to training only: validation
-    stays float32; ``step`` as in :func:`train_one_epoch` (eager by default). :func:`torch_mnist.run_training`
-    is the same loop with checkpoints, resume and data parallelism around it, and the compiled step.
-    """
-    history = history if history is not None else new_history()
-    progress = progress or Progress("quiet")
-    for epoch in range(len(history["loss"]) + 1, epochs + 1):
-        with progress.epoch(epoch, epochs, len(train_batches)):
-            train = train_one_epoch(model, train_batches, optimizer, device, loss_fn, epoch, progress, autocast_dtype,
-                                    step=step)
-            val = evaluate(model, val_batches, device, loss_fn)
-        progress.end_epoch(record_epoch(history, train, val))
-    return history
