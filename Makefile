@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# What each target needs, installed once (a stamp file each): training needs the package and the plots;
+# What each target needs, installed once (a stamp file each): training needs the package, the plots and the
+# notebook's kernel;
 # the suite and the benchmark add their own extras.
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
@@ -13,11 +14,11 @@ BENCH_STAMP := $(VENV)/.installed-bench
 $(STAMP): setup.cfg setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[plot]'
+	$(BIN)/pip install --quiet -e '.[plot,notebook]'
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[plot,test,parity,keras,tensorboard,web,export]'
+	$(BIN)/pip install --quiet -e '.[plot,notebook,test,parity,keras,tensorboard,web,export]'
 	touch $(TEST_STAMP)
 
 $(BENCH_STAMP): $(STAMP)

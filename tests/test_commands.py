@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
-from torch_mnist.commands import benchmark, evaluate, export, plot, predict, prepare, reproduce, serve, train
+from torch_mnist.commands import (benchmark, convert, evaluate, export, plot, predict, prepare, reproduce, serve,
+                                  train)
 from torch_mnist.commands.common import Parser
 
 from conftest import REPO, assert_one_line_error_in_process, run_command
 
 COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "plot": plot, "benchmark": benchmark,
-            "reproduce": reproduce, "prepare_data": prepare, "serve": serve, "export": export}
+            "reproduce": reproduce, "prepare_data": prepare, "serve": serve, "export": export, "convert": convert}
 
 # In a fresh interpreter: the script's --help, then a bad flag, then which heavy modules got imported.
 PROBE = """

@@ -5,8 +5,8 @@ import pytest
 
 from conftest import REPO
 
-nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat, nbclient and ipykernel")
-nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbformat, nbclient and ipykernel")
+nbformat = pytest.importorskip("nbformat", reason="the notebook extra installs nbformat, nbclient and ipykernel")
+nbclient = pytest.importorskip("nbclient", reason="the notebook extra installs nbformat, nbclient and ipykernel")
 
 NOTEBOOK = REPO / "docs" / "walkthrough.ipynb"
 

@@ -1,4 +1,4 @@
-"""The package's shape: imports run one way, down the flow files -> data -> model -> run -> reports -> commands."""
+"""The package's shape: imports run one way, down the flow files -> model -> data -> run -> reports -> commands."""
 
 import ast
 from pathlib import Path
@@ -8,7 +8,7 @@ from conftest import REPO
 PACKAGE = REPO / "torch_mnist"
 
 # The package by purpose: each folder (or top-level module) may import only from those above its line, and
-# from within itself without a circle. Data flows down: files -> data -> model -> run -> reports -> commands.
+# from within itself without a circle. Data flows down: files -> model -> data -> run -> reports -> commands.
 UNITS = [
     "errors", "files", "history",  # basics everything may use
     "distributed",  # torchrun's process group and shards (the batches take their share)
@@ -99,3 +99,13 @@ def test_the_walker_sees_relative_and_function_level_imports(tmp_path):
     source = PACKAGE / "commands" / "train.py"
     imports = package_imports(source)
     assert {"distributed", "config", "commands.common", "training.run"} <= imports
+
+
+def test_no_function_is_over_60_lines():
+    """A function that reads on one screen: ~60 lines, docstring included (nested functions count apart)."""
+    long = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long[f"{path.relative_to(PACKAGE)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}

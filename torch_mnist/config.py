@@ -50,7 +50,7 @@ class TrainConfig:
     dataset: str = "mnist"  # or fashion-mnist, kmnist (torchvision's classes, same file format)
     normalize: str = "scale"  # the reference divides by 255; "standardize" as pytorch/examples
     loader: str = "memory"  # decoded tensors on the device; "dataloader" = per-image transform
-    # keras2 matches the reference's logged curves (see keras_reference.md and README).
+    # keras2 matches the reference's logged curves (docs/faithfulness.md).
     keras_semantics: str = "keras2"
     # Beyond the reference (make train-robust): distorted training digits and a decaying learning rate.
     distort: Tuple[str, ...] = ()  # any of DISTORTIONS; () trains on MNIST's digits as they are

@@ -219,6 +219,7 @@ REPLACEABLE = {  # what an existing output must already be for a command to repl
     "onnx": ("an ONNX model", lambda head: head.startswith(b"\x08") and b"onnx" in head.lower()),
     "pt2": ("a torch.export file", lambda head: head.startswith(b"PK\x03\x04")),
     "benchmark": ("a benchmark's JSON", lambda head: head.lstrip().startswith(b"{") and b'"floor"' in head),
+    "csv": ("a CSV log", lambda head: True),  # --log-csv: the log reads its own file's columns (training/logs.py)
 }
 
 
@@ -234,7 +235,7 @@ def check_outputs(writes: Dict[str, tuple], reads: Optional[Dict[str, Path]] = N
 
 
 EXAMPLES = {"checkpoint": "ckpt.pt", "history": "ckpt.json", "png": "seen.png", "keras": "model.keras",
-            "onnx": "model.onnx", "pt2": "model.pt2", "benchmark": "bench.json"}
+            "onnx": "model.onnx", "pt2": "model.pt2", "benchmark": "bench.json", "csv": "log.csv"}
 
 
 def check_replaceable(path: Path, role: str, kind: str) -> None:

@@ -15,15 +15,19 @@ def parser() -> argparse.ArgumentParser:
     p = Parser("Convert between Keras and torch_mnist: --from-keras MODEL --out ckpt.pt, or "
                "--checkpoint ckpt.pt --to-keras OUT.keras. No code in a Keras file is ever run.")
     p.add_argument("--from-keras", metavar="MODEL", help="a .keras (Keras 3) or .h5 (Keras 2, tf.keras) model "
-                   "of this family: Dense relu layers, optional Dropout, a final Dense softmax of 10")
+                   "of this family: Dense relu layers, optional Dropout, a final Dense softmax of 10 (default: none; "
+                   "this or --checkpoint is required)")
     p.add_argument("--out", help="the checkpoint to write with --from-keras (default: MODEL's name with .pt); "
-                   "an existing file is replaced, as train.py does, with its history beside it (.json)")
+                   "an existing checkpoint is replaced, as train.py does, with its history beside it (.json); "
+                   "anything else there is refused")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default="scale",
                    help="what the Keras model's inputs were: scale = pixels / 255, as the reference program; "
                         "standardize = (pixels / 255 - mean) / std (default: scale)")
-    p.add_argument("--checkpoint", help="a checkpoint to write as a Keras model, with --to-keras")
+    p.add_argument("--checkpoint", help="a checkpoint to write as a Keras model, with --to-keras (default: none; "
+                   "this or --from-keras is required)")
     p.add_argument("--to-keras", metavar="OUT.keras", help="the Keras 3 file to write (needs Keras: "
-                   "pip install -e '.[parity]'); an existing file is replaced")
+                   "pip install -e '.[parity]'); an existing Keras file is replaced, anything else refused "
+                   "(default: none; required with --checkpoint)")
     return p
 
 

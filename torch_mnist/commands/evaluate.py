@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import (Parser, check_distinct_paths, check_output_path, check_replaceable, data_files, data_flag,
-                     device_flag)
+from .common import Parser, check_outputs, data_files, data_flag, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,14 +23,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    if args.misclassified:
-        grid = Path(args.misclassified)
-        check_output_path(grid, "--misclassified")
-        check_distinct_paths(reads={"--checkpoint": Path(args.checkpoint), "its history":
-                                    Path(args.checkpoint).with_suffix(".json"),
-                                    **data_files(args.data_dir, splits=("test",))},
-                             writes={"--misclassified": grid})
-        check_replaceable(grid, "--misclassified", "png")
+    if args.misclassified is not None:
+        checkpoint = Path(args.checkpoint)
+        check_outputs({"--misclassified": (Path(args.misclassified), "png")},
+                      reads={"--checkpoint": checkpoint, "its history": checkpoint.with_suffix(".json"),
+                             **data_files(args.data_dir, splits=("test",))})
     from ..reports.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
     from ..training.epoch import evaluate  # the heavy imports, after the flags
     from ..training.onednn import linear_layers_through_onednn

@@ -13,7 +13,7 @@ from typing import List, Optional
 from ..config import AMP_MODES, DATASET_NAMES, DISTORTIONS, KERAS_SEMANTICS, LOADERS, LR_SCHEDULES, TrainConfig
 from ..data.registry import NORMALIZATIONS, resolve_data_root
 from ..errors import Note, UserError
-from .common import (Parser, Terminated, check_distinct_paths, check_output_path, check_replaceable, class_names,
+from .common import (Parser, Terminated, check_output_path, check_outputs, class_names,
                      data_files, data_flag, device_flag, file_identity, raise_terminated)
 
 DEFAULTS = TrainConfig()
@@ -124,6 +124,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, shard, device) -> int:
     from ..training.epoch import NonFiniteLossError
     from ..data.idx import verify_checksums
+    from ..data.mnist import raw_folder
     from ..training.progress import Progress
     from ..training.run import CheckpointWriter, load_for_resume, run_training
 
@@ -136,7 +137,7 @@ def _train(args: argparse.Namespace, config: Optional[TrainConfig], out: Path, s
     if args.verify_data:
         if config.dataset != "mnist":
             raise UserError("--verify-data knows the official checksums of MNIST only")
-        verify_checksums(data_root / "MNIST" / "raw")
+        verify_checksums(raw_folder(data_root, config.dataset))
 
     if not shard.is_main:
         warnings.filterwarnings("ignore", category=Note)  # rank 0 says what every rank would
@@ -169,20 +170,17 @@ def _check_outputs(args: argparse.Namespace, out: Path, config: TrainConfig) -> 
     from ..training.checkpoint import history_path
     from ..reports.plots import plots_paths
 
-    writes = {"--out": out, "the history beside --out": history_path(out)}
+    writes = {"--out": (out, "checkpoint"), "the history beside --out": (history_path(out), "history")}
     if args.log_csv:
-        writes["--log-csv"] = Path(args.log_csv)
+        writes["--log-csv"] = (Path(args.log_csv), "csv")
     if not args.no_plots:
-        writes.update(zip(("the curves beside --out", "the confusion matrix beside --out"), plots_paths(out)))
+        curves, confusion = plots_paths(out)
+        writes.update({"the curves beside --out": (curves, "png"), "the confusion matrix beside --out": (confusion,
+                                                                                                        "png")})
     reads = data_files(args.data_dir, config.dataset)
     if args.resume and file_identity(Path(args.resume)) != file_identity(out):  # --resume X writes X: the default
         reads["--resume"] = Path(args.resume)
-    check_distinct_paths(reads, writes)
-    check_replaceable(out, "--out", "checkpoint")
-    check_replaceable(history_path(out), "the history beside --out", "history")
-    for role, path in writes.items():
-        if role.startswith("the curves") or role.startswith("the confusion"):
-            check_replaceable(path, role, "png")
+    check_outputs(writes, reads)
 
 
 def _logs(args: argparse.Namespace, resuming: bool) -> list:

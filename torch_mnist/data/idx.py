@@ -19,8 +19,7 @@ SPLIT_FILES = {
 }
 RAW_FILES = SPLIT_FILES["train"] + SPLIT_FILES["test"]
 
-# MD5 of the uncompressed files of the official release (as published with it;
-# also listed in shared/data/README.md).
+# MD5 of the uncompressed files of the official release, as published with it.
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",

@@ -80,113 +80,117 @@ ALLOWED = "GET, HEAD, POST, OPTIONS"
 def make_server(reader: DigitReader, host: str = "127.0.0.1", port: int = 8000, max_body: int = MAX_BODY_BYTES,
                 timeout: float = READ_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS) -> "_Server":
     """A server for ``reader`` (``port=0``: any free port; see ``server.server_address``)."""
-    decodes = threading.BoundedSemaphore(MAX_DECODES)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: a drawing sends a request every 150 ms
-
-        def setup(self):
-            self.timeout = timeout  # applied to the socket by StreamRequestHandler.setup
-            super().setup()
-
-        def handle_one_request(self):
-            self.server.reading(self.connection)  # from now until the request is whole: a slow client's time
-            super().handle_one_request()
-
-        def do_GET(self):
-            self.server.answering(self.connection)
-            if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page(reader.description), "text/html; charset=utf-8")
-            elif self.path == "/health":
-                self._json(HTTPStatus.OK, {"status": "ok"})
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {self.path}"})
-
-        def do_HEAD(self):
-            self.do_GET()  # _send writes no body for HEAD
-
-        def do_OPTIONS(self):
-            self.server.answering(self.connection)
-            self.send_response(HTTPStatus.NO_CONTENT)
-            self.send_header("Allow", ALLOWED)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def do_POST(self):
-            if self.path != "/predict":
-                self.server.answering(self.connection)
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {self.path}"})
-                return
-            length = _byte_count(self.headers.get("Content-Length"))
-            if length is None:
-                self.close_connection = True  # where its body ends is unknown
-                self._json(HTTPStatus.LENGTH_REQUIRED if "Content-Length" not in self.headers
-                           else HTTPStatus.BAD_REQUEST, {"error": "send the image with a Content-Length in bytes"})
-                return
-            if length > max_body:
-                self.server.answering(self.connection)
-                self._drain(length)
-                self.close_connection = True
-                self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           {"error": f"the image is {length:,} bytes; the limit is {max_body:,}"})
-                return
-            body = self.rfile.read(length)
-            if len(body) < length:  # the client went away mid-body: nobody to answer
-                self.close_connection = True
-                return
-            self.server.answering(self.connection)
-            with decodes:  # bounded memory: a few decodes at a time, each of a bounded size
-                try:
-                    self._json(HTTPStatus.OK, reader.read(uploaded_file(self.headers.get("Content-Type"), body)))
-                except UserError as e:
-                    self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-
-        def _drain(self, length: int) -> None:
-            """Read what the client is sending (up to a bound, while it keeps coming) and drop it: a client that
-            sends its whole body before reading, as most do, then reads the answer instead of a reset."""
-            left = min(length, DRAIN_BYTES)
-            self.connection.settimeout(DRAIN_PAUSE_SECONDS)
-            try:
-                while left > 0:
-                    chunk = self.rfile.read1(min(left, 65536))
-                    if not chunk:
-                        return
-                    left -= len(chunk)
-            except (TimeoutError, ConnectionError):
-                pass  # it stopped sending (or announced more than it sends): answer now
-
-        def send_error(self, code, message=None, explain=None):
-            """The standard library's own errors (400, 414, 431, 501...) in the API's JSON, not its HTML."""
-            self.close_connection = True
-            if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):  # unparsable: HTTP/0.9 would mean no headers
-                self.request_version = "HTTP/1.1"
-            try:
-                phrase = HTTPStatus(code).phrase
-            except ValueError:
-                phrase = "error"
-            self._json(code, {"error": message or phrase})
-
-        def _json(self, status, answer: dict) -> None:
-            self._send(status, json.dumps(answer).encode(), "application/json")
-
-        def _send(self, status, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def log_message(self, format, *args):  # quiet: a drawing makes several requests a second
-            pass
-
-    server = _Server((host, port), Handler)
+    server = _Server((host, port), _Handler)
+    server.reader, server.max_body, server.read_timeout = reader, max_body, timeout
+    server.decodes = threading.BoundedSemaphore(MAX_DECODES)  # bounded memory: a few decodes at a time
     server.slots = threading.BoundedSemaphore(max_connections)
     server.request_deadline = REQUEST_DEADLINE_SECONDS if timeout == READ_TIMEOUT_SECONDS else 3 * timeout
     return server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests; what it serves and its limits are its server's (``self.server``)."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: a drawing sends a request every 150 ms
+
+    def setup(self):
+        self.timeout = self.server.read_timeout  # applied to the socket by StreamRequestHandler.setup
+        super().setup()
+
+    def handle_one_request(self):
+        self.server.reading(self.connection)  # from now until the request is whole: a slow client's time
+        super().handle_one_request()
+
+    def do_GET(self):
+        self.server.answering(self.connection)
+        if self.path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, page(self.server.reader.description), "text/html; charset=utf-8")
+        elif self.path == "/health":
+            self._json(HTTPStatus.OK, {"status": "ok"})
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {self.path}"})
+
+    def do_HEAD(self):
+        self.do_GET()  # _send writes no body for HEAD
+
+    def do_OPTIONS(self):
+        self.server.answering(self.connection)
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("Allow", ALLOWED)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        if self.path != "/predict":
+            self.server.answering(self.connection)
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {self.path}"})
+            return
+        length = _byte_count(self.headers.get("Content-Length"))
+        if length is None:
+            self.close_connection = True  # where its body ends is unknown
+            self._json(HTTPStatus.LENGTH_REQUIRED if "Content-Length" not in self.headers
+                       else HTTPStatus.BAD_REQUEST, {"error": "send the image with a Content-Length in bytes"})
+            return
+        if length > self.server.max_body:
+            self.server.answering(self.connection)
+            self._drain(length)
+            self.close_connection = True
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                       {"error": f"the image is {length:,} bytes; the limit is {self.server.max_body:,}"})
+            return
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client went away mid-body: nobody to answer
+            self.close_connection = True
+            return
+        self.server.answering(self.connection)
+        with self.server.decodes:  # bounded memory: a few decodes at a time, each of a bounded size
+            try:
+                image = uploaded_file(self.headers.get("Content-Type"), body)
+                self._json(HTTPStatus.OK, self.server.reader.read(image))
+            except UserError as e:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+
+    def _drain(self, length: int) -> None:
+        """Read what the client is sending (up to a bound, while it keeps coming) and drop it: a client that
+        sends its whole body before reading, as most do, then reads the answer instead of a reset."""
+        left = min(length, DRAIN_BYTES)
+        self.connection.settimeout(DRAIN_PAUSE_SECONDS)
+        try:
+            while left > 0:
+                chunk = self.rfile.read1(min(left, 65536))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except (TimeoutError, ConnectionError):
+            pass  # it stopped sending (or announced more than it sends): answer now
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own errors (400, 414, 431, 501...) in the API's JSON, not its HTML."""
+        self.close_connection = True
+        if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):  # unparsable: HTTP/0.9 would mean no headers
+            self.request_version = "HTTP/1.1"
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._json(code, {"error": message or phrase})
+
+    def _json(self, status, answer: dict) -> None:
+        self._send(status, json.dumps(answer).encode(), "application/json")
+
+    def _send(self, status, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format, *args):  # quiet: a drawing makes several requests a second
+        pass
 
 
 def _byte_count(header: Optional[str]) -> Optional[int]:
@@ -217,6 +221,11 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 128  # the listen backlog: socketserver's 5 resets connections when many arrive at once
+    # Set by make_server: what the handlers serve, and the limits they keep.
+    reader: DigitReader
+    max_body: int
+    read_timeout: float
+    decodes: threading.BoundedSemaphore
     slots: threading.BoundedSemaphore
     request_deadline: float = 0.0
 

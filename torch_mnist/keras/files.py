@@ -251,6 +251,16 @@ def _model_of(layers: List[dict], path: Path, version: str) -> KerasModel:
         else:
             raise UserError(f"{path}: unsupported layer {name}: this converter takes Dense layers with ReLU, "
                             "Dropout, and a final Dense with softmax, on 784 inputs or a Flatten of 28x28")
+    _check_chain(dense, dropouts, input_shape, flattened, path)
+    hidden = tuple(units for units, _ in dense[:-1])
+    rates = tuple(dropouts[:-1])
+    dropout = rates[0] if len(set(rates)) == 1 else rates  # one rate for all, as MLP takes it, where it is one
+    return KerasModel(hidden, dropout, [], [], rescaling, keras_version=version)
+
+
+def _check_chain(dense: list, dropouts: list, input_shape, flattened: bool, path: Path) -> None:
+    """The chain as a whole: ReLU hidden layers, a last Dense of 10 classes, no dropout after it, an input of
+    784 values or a flattened 28x28 image."""
     if not dense:
         raise UserError(f"{path}: the model has no Dense layer")
     *hidden_layers, (classes, last) = dense
@@ -268,10 +278,6 @@ def _model_of(layers: List[dict], path: Path, version: str) -> KerasModel:
         shown = list(input_shape) if isinstance(input_shape, tuple) else input_shape
         raise UserError(f"{path}: unsupported input shape {printable(str(shown))}: only 784 values or a "
                         "Flatten of 28x28 images convert")
-    hidden = tuple(units for units, _ in hidden_layers)
-    rates = tuple(dropouts[:-1])
-    dropout = rates[0] if len(set(rates)) == 1 else rates  # one rate for all, as MLP takes it, where it is one
-    return KerasModel(hidden, dropout, [], [], rescaling, keras_version=version)
 
 
 def _shapes(model: KerasModel) -> List[Tuple[int, ...]]:

@@ -256,12 +256,8 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
     train_set = decode(load_mnist(data_root, True, dataset=config.dataset), normalization, device)
     test_set = decode(load_mnist(data_root, False, dataset=config.dataset), normalization, device)
 
-    def shuffled(distort: tuple = ()):  # the same seeded batches for every measurement
-        generator = torch.Generator().manual_seed(config.seed)
-        if distort:  # each image redrawn, as train.py --distort does it
-            distorter = Distorter(train_set.images, distort, normalization.background(), compile=config.compile)
-            return DistortedBatches(train_set, config.batch_size, generator, distorter)
-        return InMemoryBatches(train_set, config.batch_size, generator)
+    def shuffled(distort: tuple = ()):
+        return _shuffled(train_set, config, distort)
 
     in_order = InMemoryBatches(test_set, config.batch_size)
     contenders = {"fast": epoch_timer(shuffled(), in_order, device, config)}
@@ -273,18 +269,7 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         variant_config = replace(config, **variant.config)
         contenders[name] = epoch_timer(shuffled(variant_config.distort), in_order, device, variant_config)
     peers = peer_timers(train_set, test_set) if loader_repeats else {}
-    try:
-        # The peers as fast as ours take turns with ours, epoch by epoch; the slow ones (Keras on torch,
-        # the DataLoader path: several seconds an epoch) are timed below, loader_repeats times.
-        timers = {name: timer for name, (timer, _) in contenders.items()}
-        timings = interleaved({**timers, **{key: peers[key] for key in FAST_PEERS if key in peers}}, repeats, device)
-        slow_peers = {key: timer for key, timer in peers.items() if key not in FAST_PEERS}
-        peer_timings = {key: timings.pop(key) for key in FAST_PEERS if key in timings}
-        if slow_peers:
-            peer_timings.update(interleaved(slow_peers, loader_repeats, device))
-    finally:
-        for timer in peers.values():
-            getattr(timer, "close", lambda: None)()  # the Keras-on-JAX process
+    timings, peer_timings = _take_turns(contenders, peers, repeats, loader_repeats, device)
     for name, (_, implementation) in contenders.items():
         timings[name]["step"] = implementation()
     result = {
@@ -307,13 +292,44 @@ def run_benchmark(data_root: Path, device: torch.device, repeats: int = 5, loade
         "deployment": deployment_speed() if deployment else {},
     }
     if loader_repeats:
-        loader_train = make_batches(data_root, normalization, train=True, batch_size=config.batch_size, device=device,
-                                    loader="dataloader", generator=torch.Generator().manual_seed(config.seed),
-                                    dataset=config.dataset)
-        loader_test = make_batches(data_root, normalization, train=False, batch_size=config.batch_size, device=device,
-                                   loader="dataloader", dataset=config.dataset)
-        loader_epoch, _ = epoch_timer(loader_train, loader_test, device, config)
-        result["dataloader_epoch_seconds"] = interleaved({"loader": loader_epoch}, loader_repeats, device)["loader"]
+        result["dataloader_epoch_seconds"] = _dataloader_epoch(data_root, device, config, loader_repeats)
     result.update(peer_timings)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def _dataloader_epoch(data_root: Path, device: torch.device, config: TrainConfig, repeats: int) -> Dict:
+    """The same batches through a torchvision DataLoader with its per-image transform, ``repeats`` epochs."""
+    def batches(train: bool):
+        return make_batches(data_root, normalization_of(config), train=train, batch_size=config.batch_size,
+                            device=device, loader="dataloader", dataset=config.dataset,
+                            generator=torch.Generator().manual_seed(config.seed) if train else None)
+    loader_epoch, _ = epoch_timer(batches(True), batches(False), device, config)
+    return interleaved({"loader": loader_epoch}, repeats, device)["loader"]
+
+
+def _shuffled(train_set: TensorSplit, config: TrainConfig, distort: tuple = ()):
+    """The same seeded training batches for every measurement; each image redrawn where ``distort`` names
+    distortions, as train.py --distort does it."""
+    generator = torch.Generator().manual_seed(config.seed)
+    if distort:
+        distorter = Distorter(train_set.images, distort, normalization_of(config).background(),
+                              compile=config.compile)
+        return DistortedBatches(train_set, config.batch_size, generator, distorter)
+    return InMemoryBatches(train_set, config.batch_size, generator)
+
+
+def _take_turns(contenders: Dict, peers: Dict, repeats: int, loader_repeats: int, device: torch.device) -> tuple:
+    """Our contenders' timings and the peers': the peers as fast as ours take turns with ours, epoch by
+    epoch; the slow ones (Keras on torch: several seconds an epoch) after, ``loader_repeats`` times."""
+    try:
+        timers = {name: timer for name, (timer, _) in contenders.items()}
+        timings = interleaved({**timers, **{key: peers[key] for key in FAST_PEERS if key in peers}}, repeats, device)
+        slow_peers = {key: timer for key, timer in peers.items() if key not in FAST_PEERS}
+        peer_timings = {key: timings.pop(key) for key in FAST_PEERS if key in timings}
+        if slow_peers:
+            peer_timings.update(interleaved(slow_peers, loader_repeats, device))
+    finally:
+        for timer in peers.values():
+            getattr(timer, "close", lambda: None)()  # the Keras-on-JAX process
+    return timings, peer_timings

@@ -1,7 +1,7 @@
 """The reference Keras run's logged figures, as data, and a side-by-side table.
 
-Source: shared/reference/keras_reference.md, "The run it logged" (a Keras
-MNIST MLP course project). Epoch 16's validation figures are cut off in that
+Source: the log of the reference program, a Keras MNIST MLP course project
+(docs/faithfulness.md). Epoch 16's validation figures are cut off in that
 log and are ``None`` here.
 """
 

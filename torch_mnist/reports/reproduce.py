@@ -39,7 +39,7 @@ def reference_z_scores(summary: Dict[str, Dict[str, list]], first_epoch: int = 2
     For each metric, the mean over epochs ``first_epoch``..20 of
     ``|reference - our mean| / our std``; epochs the reference did not log
     are skipped. Epoch 1 is left out by default: no measured Keras matches
-    the reference's first epoch (see README, "Faithful to Keras").
+    the reference's first epoch (docs/faithfulness.md).
     """
     reference = reference_history()
     scores = {}
