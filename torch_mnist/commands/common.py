@@ -226,12 +226,18 @@ REPLACEABLE = {  # what an existing output must already be for a command to repl
 def check_outputs(writes: Dict[str, tuple], reads: Optional[Dict[str, Path]] = None) -> None:
     """Every check an output needs, before any work: ``writes`` maps a role (a flag) to ``(path, kind)``,
     ``kind`` a key of :data:`REPLACEABLE` (what an existing file there must be for it to be replaced);
-    ``reads`` the command's inputs, which no output may be."""
+    ``reads`` the command's inputs, which no output may be. A ``csv`` log checks its own folder and file."""
     for role, (path, kind) in writes.items():
-        check_output_path(Path(path), role.split()[0] if role.startswith("--") else role, EXAMPLES[kind])
+        if kind != "csv":
+            check_output_path(Path(path), role.split()[0] if role.startswith("--") else role, EXAMPLES[kind])
     check_distinct_paths(reads or {}, {role: Path(path) for role, (path, _) in writes.items()})
     for role, (path, kind) in writes.items():
         check_replaceable(Path(path), role, kind)
+
+
+def beside(path: Path, suffix: str) -> Path:
+    """``path`` with another suffix (a checkpoint's history), or ``path`` itself where it has no name."""
+    return path.with_suffix(suffix) if path.name else path
 
 
 EXAMPLES = {"checkpoint": "ckpt.pt", "history": "ckpt.json", "png": "seen.png", "keras": "model.keras",

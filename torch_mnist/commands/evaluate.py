@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import Parser, check_outputs, data_files, data_flag, device_flag
+from .common import Parser, beside, check_outputs, data_files, data_flag, device_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.misclassified is not None:
         checkpoint = Path(args.checkpoint)
         check_outputs({"--misclassified": (Path(args.misclassified), "png")},
-                      reads={"--checkpoint": checkpoint, "its history": checkpoint.with_suffix(".json"),
+                      reads={"--checkpoint": checkpoint, "its history": beside(checkpoint, ".json"),
                              **data_files(args.data_dir, splits=("test",))})
     from ..reports.analysis import confusion_matrix, format_confusion, misclassified_grid, per_class_accuracy
     from ..training.epoch import evaluate  # the heavy imports, after the flags

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..data.registry import resolve_data_root
-from .common import Parser, check_outputs, data_files, data_flag
+from .common import Parser, beside, check_outputs, data_files, data_flag
 
 FORMATS = ("onnx", "pt2")  # torch_mnist.deploy.export.FORMATS (checked by the tests)
 
@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(f".{args.format}")
     checkpoint = Path(args.checkpoint)
     check_outputs({"--out": (out, args.format)}, reads={"--checkpoint": checkpoint,
-                                                        "its history": checkpoint.with_suffix(".json"),
+                                                        "its history": beside(checkpoint, ".json"),
                                                         **data_files(args.data_dir, splits=("test",))})
     from ..training.checkpoint import load_checkpoint  # the heavy imports, after the flags
     from ..deploy.export import PROBABILITY_TOLERANCE, export
