@@ -38,3 +38,16 @@ def test_compiled_bf16_run_learns_on_cuda(synthetic_root, tmp_path):
     history = run_training(config, synthetic_root, torch.device("cuda"), tmp_path / "fast.pt").history
     assert history["val_accuracy"][-1] > 0.9
     assert load_checkpoint(tmp_path / "fast.pt")["config"]["amp"] == "bf16"
+
+
+def test_distorted_run_on_cuda_resumes_bit_for_bit(synthetic_root, tmp_path):
+    # The distortions draw from a generator of the device, seeded per epoch: a resume redraws the same digits.
+    options = dict(distort=("affine", "elastic", "pen"), lr_schedule="cosine", compile=False)
+    cuda = torch.device("cuda")
+    one_go = run_training(TrainConfig(epochs=2, **options), synthetic_root, cuda, tmp_path / "one.pt").history
+    run_training(TrainConfig(epochs=1, **options), synthetic_root, cuda, tmp_path / "split.pt")
+    from torch_mnist.training.run import resume_config
+    checkpoint = load_checkpoint(tmp_path / "split.pt")
+    resumed = run_training(resume_config(checkpoint, 2), synthetic_root, cuda, tmp_path / "split.pt",
+                           resume=checkpoint).history
+    assert resumed == one_go and one_go["val_accuracy"][-1] > 0.5
