@@ -59,9 +59,10 @@ def pen_variants(images: torch.Tensor, chunk: int = 8192) -> Tuple[torch.Tensor,
 def elastic_basis(device: torch.device) -> torch.Tensor:
     """(28, k): the 1-d Gaussian smoothing matrix G's strongest modes, each scaled by its strength.
 
-    Smoothed noise G U G^T (U of independent entries) equals Q L (Q^T U Q) L Q^T, and Q^T U Q has independent
+    Smoothed noise G U G^T (U of independent entries) equals Q L (Q^T U Q) L Q^T, and Q^T U Q has uncorrelated
     entries of U's variance again (Q orthonormal): so the field is drawn as B W B^T, with W a k x k matrix of
-    normal numbers, instead of 784 uniform ones and two 28 x 28 products per image and axis."""
+    uniform numbers in [-1, 1] (the same covariance), instead of 784 of them and two 28 x 28 products per image
+    and axis."""
     offsets = torch.arange(SIDE, dtype=torch.float64)
     distance = offsets[:, None] - offsets[None, :]
     smoothing = torch.exp(-distance ** 2 / (2 * ELASTIC_SIGMA ** 2)) / (math.sqrt(2 * math.pi) * ELASTIC_SIGMA)
