@@ -4,38 +4,11 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import tempfile
-import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as usual.
-
-    An exception raised inside ``torch.save`` can leave its zip writer broken
-    and raising errors of its own; deferring keeps a write whole. Native code
-    that calls back into Python (the ONNX libraries' imports and export) can
-    end the process with a C++ ``terminate`` (exit -6) when a handler raises
-    inside such a callback; deferring lets the interruption arrive after it.
-    Only the main thread can install handlers; elsewhere this does nothing.
-    A signal the process ignores (``nohup``, ``&`` in a script) stays ignored.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            signal.raise_signal(received[0])  # now handled by the restored handler
+from .interrupts import signals_deferred
 
 
 def atomic_write(path: Path, write: Callable) -> None:

@@ -18,13 +18,14 @@ each epoch, so a resumed run, and each rank under torchrun, sees the same digits
 import functools
 import math
 import warnings
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, Set, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..distributed import Shard
 from ..errors import Note, one_line
+from ..interrupts import signals_deferred, signals_kept
 from .batches import Batch, InMemoryBatches, TensorSplit
 
 SIDE = 28
@@ -149,6 +150,7 @@ class Distorter:
                                   elastic="elastic" in kinds, background=self.background)
         self._eager_graph: Callable = graph
         self._graph: Callable = compiled(graph) if compile and kinds else graph
+        self._compiled_counts: Set[int] = set()  # the batch sizes compiled so far
 
     def __call__(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The ``rows`` (indices on the images' device) distorted, (len(rows), 784), with randoms drawn from
@@ -169,13 +171,22 @@ class Distorter:
     def _run(self, arguments: tuple):
         if self._graph is self._eager_graph:
             return self._graph(*arguments)
-        try:
-            return self._graph(*arguments)
-        except Exception as e:  # torch.compile raises many types; nothing has run yet
-            warnings.warn(f"the distortions cannot be compiled here ({one_line(e)}); drawing them eagerly, "
-                          "which is slower", Note, stacklevel=3)
-            self._graph = self._eager_graph
-            return self._graph(*arguments)
+        count = arguments[3].shape[0]
+        if count in self._compiled_counts:  # a Ctrl-C waits for the call's end: one in a guard would be lost
+            with signals_deferred():
+                return self._graph(*arguments)
+        with signals_kept() as interruptions:  # compiling takes seconds: a Ctrl-C acts at once, never lost
+            try:
+                result = self._graph(*arguments)
+            except Exception as e:  # torch.compile raises many types; nothing has run yet
+                if interruptions:
+                    raise  # an interruption that torch turned into an error: delivered as itself on the way out
+                warnings.warn(f"the distortions cannot be compiled here ({one_line(e)}); drawing them eagerly, "
+                              "which is slower", Note, stacklevel=3)
+                self._graph = self._eager_graph
+                return self._graph(*arguments)
+        self._compiled_counts.add(count)
+        return result
 
 
 def distortion_seed(seed: int, epoch: int, rank: int) -> int:

@@ -22,7 +22,8 @@ from ..training.checkpoint import build_model, checkpoint_config, checkpoint_nor
 from ..data.mnist import Normalization, load_mnist
 from ..data.registry import dataset_info
 from ..errors import UserError
-from ..files import signals_deferred, staged
+from ..files import staged
+from ..interrupts import signals_deferred
 
 FORMATS = ("onnx", "pt2")
 PROBABILITY_TOLERANCE = 1e-5

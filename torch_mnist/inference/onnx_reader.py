@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 
 from ..errors import UserError, printable
-from ..files import signals_deferred
+from ..interrupts import signals_deferred
 
 NUM_CLASSES = 10  # every model export.py writes reads ten classes
 RUN_SECONDS, RUN_SECONDS_PER_IMAGE = 30.0, 0.01  # a run's deadline: far beyond what an MLP needs

@@ -19,7 +19,8 @@ from torch import nn
 from ..config import KERAS_SEMANTICS, TrainConfig, learning_rate
 from ..data.mnist import Normalization
 from ..errors import Note, UserError
-from ..files import atomic_write, signals_deferred
+from ..files import atomic_write
+from ..interrupts import signals_deferred
 from ..history import HISTORY_KEYS, History
 from .integrity import DIGEST_KEY, content_digest
 from ..recipe import new_model

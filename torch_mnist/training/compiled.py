@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from ..errors import Note, one_line
+from ..interrupts import signals_deferred, signals_kept
 from ..model.optim import FLT_MIN, RMSprop
 from .onednn import compile_options
 
@@ -122,16 +123,20 @@ class CompiledStep:
             # This graph exists and everything its guards check is fixed for this step's life but what
             # ``signature`` holds (the model, the loss, the precision, the state's shapes), so only the
             # guards that tell its graphs apart (the batch shape) need to run: ~0.1 ms a step saved.
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            # A Ctrl-C waits for the step's end (a few ms): one landing in a guard would be lost.
+            with signals_deferred(), torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                 return self._compiled_step(*arguments)
-        try:  # compiling happens here; it fails before the graph runs, so nothing has been updated
-            with _quiet_cuda_probe():
-                result = self._compiled_step(*arguments)
-        except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
-            warnings.warn(f"the training step cannot be compiled here ({one_line(e)}); training eagerly, "
-                          "which is slower", Note, stacklevel=2)
-            self.implementation = "eager"
-            return self._eager(images, labels)
+        with signals_kept() as interruptions:  # compiling takes seconds: a Ctrl-C acts at once, never lost
+            try:  # compiling happens here; it fails before the graph runs, so nothing has been updated
+                with _quiet_cuda_probe():
+                    result = self._compiled_step(*arguments)
+            except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
+                if interruptions:
+                    raise  # an interruption that torch turned into an error: delivered as itself on the way out
+                warnings.warn(f"the training step cannot be compiled here ({one_line(e)}); training eagerly, "
+                              "which is slower", Note, stacklevel=2)
+                self.implementation = "eager"
+                return self._eager(images, labels)
         self._compiled_signatures.add(signature)
         return result
 
