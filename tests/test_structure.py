@@ -10,7 +10,7 @@ PACKAGE = REPO / "torch_mnist"
 # The package by purpose: each folder (or top-level module) may import only from those above its line, and
 # from within itself without a circle. Data flows down: files -> model -> data -> run -> reports -> commands.
 UNITS = [
-    "errors", "files", "history",  # basics everything may use
+    "errors", "interrupts", "files", "history",  # basics everything may use
     "distributed",  # torchrun's process group and shards (the batches take their share)
     "model",  # the MLP, the loss and RMSprop
     "data",  # the datasets as data, idx files, torchvision datasets, batches

@@ -1,4 +1,4 @@
-"""Writing files so that nothing is ever half-written: atomic replacement, signals held meanwhile."""
+"""Writing files so that nothing is ever half-written: atomic replacement, signals held meanwhile (.interrupts)."""
 
 import contextlib
 import os
