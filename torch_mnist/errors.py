@@ -1,4 +1,9 @@
-"""The one exception type for mistakes a user can fix (bad flag, file or data), and one-line causes."""
+"""The one exception type for mistakes a user can fix (bad flag, file or data), one-line causes, and a
+log line about nothing quieted."""
+
+import contextlib
+import logging
+from typing import Iterator
 
 
 class UserError(Exception):
@@ -26,3 +31,17 @@ def printable(text: str, limit: int = 200) -> str:
     text = str(text)
     shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
     return shown + ("..." if len(text) > limit else "")
+
+
+@contextlib.contextmanager
+def quiet_cuda_probe() -> Iterator[None]:
+    """Inductor's CPU build looks for a CUDA toolkit, and torch logs "No CUDA runtime is found" as a warning
+    on every machine with a toolkit but no GPU: a line about nothing this run uses. That logger is quieted
+    while compiling, and left as it was."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

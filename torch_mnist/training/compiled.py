@@ -12,17 +12,15 @@ tensor with the hyperparameters as 0-dim tensors: a run with another learning
 rate reuses the compiled graph instead of compiling a new one.
 """
 
-import contextlib
-import logging
 import types
 import warnings
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from ..errors import Note, one_line
+from ..errors import Note, one_line, quiet_cuda_probe
 from ..interrupts import signals_deferred, signals_kept
 from ..model.optim import FLT_MIN, RMSprop
 from .onednn import compile_options
@@ -65,20 +63,6 @@ def _new_compiled_step() -> Callable:
     copy = types.FunctionType(_step.__code__.replace(), _step.__globals__, _step.__name__, _step.__defaults__,
                               _step.__closure__)
     return torch.compile(copy, fullgraph=True, dynamic=False, options=compile_options())
-
-
-@contextlib.contextmanager
-def _quiet_cuda_probe() -> Iterator[None]:
-    """Inductor's CPU build looks for a CUDA toolkit, and torch logs "No CUDA runtime is found" as a warning
-    on every machine with a toolkit but no GPU: a line about nothing this run uses. That logger is quieted
-    while compiling, and left as it was."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class CompiledStep:
@@ -128,7 +112,7 @@ class CompiledStep:
                 return self._compiled_step(*arguments)
         with signals_kept() as interruptions:  # compiling takes seconds: a Ctrl-C acts at once, never lost
             try:  # compiling happens here; it fails before the graph runs, so nothing has been updated
-                with _quiet_cuda_probe():
+                with quiet_cuda_probe():
                     result = self._compiled_step(*arguments)
             except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
                 if interruptions:
