@@ -1,5 +1,5 @@
 """Shared fixtures: a seed, a tiny synthetic MNIST as real idx files, the real data root, and the
-rules every test lives by: its own signal dispositions, no network, no process left behind."""
+rules every test lives by: its own signal dispositions and handlers, no network, no process left behind."""
 
 import os
 import signal
@@ -38,6 +38,16 @@ def signal_dispositions():
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """Each test's SIGINT and SIGTERM handlers put back after it: a test may install its own, and a compiled
+    step wraps the current ones in a relay (torch_mnist.interrupts) that would outlive the test."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield
     for sig, handler in previous.items():
         signal.signal(sig, handler)

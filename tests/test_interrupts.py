@@ -22,17 +22,8 @@ def _raise(signum, frame):
     raise Raised(signum)
 
 
-@pytest.fixture
-def handlers():
-    """SIGINT and SIGTERM as each test sets them, put back afterwards."""
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interruption_waits_for_the_end_of_the_block_then_reaches_the_handler(handlers, signum):
+def test_an_interruption_waits_for_the_end_of_the_block_then_reaches_the_handler(signum):
     signal.signal(signum, _raise)
     finished = False
     with pytest.raises(Raised) as raised:
@@ -44,7 +35,7 @@ def test_an_interruption_waits_for_the_end_of_the_block_then_reaches_the_handler
     assert signal.getsignal(signum) is _raise  # the handler back in place
 
 
-def test_without_a_signal_the_block_changes_nothing(handlers):
+def test_without_a_signal_the_block_changes_nothing():
     signal.signal(signal.SIGTERM, _raise)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with signals_deferred():
@@ -52,14 +43,14 @@ def test_without_a_signal_the_block_changes_nothing(handlers):
     assert signal.getsignal(signal.SIGTERM) is _raise and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_an_ignored_signal_stays_ignored(handlers):
+def test_an_ignored_signal_stays_ignored():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
     with signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
 
-def test_an_error_inside_the_block_still_restores_the_handlers(handlers):
+def test_an_error_inside_the_block_still_restores_the_handlers():
     signal.signal(signal.SIGTERM, _raise)
     with pytest.raises(ValueError):
         with signals_deferred():
@@ -67,7 +58,7 @@ def test_an_error_inside_the_block_still_restores_the_handlers(handlers):
     assert signal.getsignal(signal.SIGTERM) is _raise
 
 
-def test_outside_the_main_thread_it_changes_nothing(handlers):
+def test_outside_the_main_thread_it_changes_nothing():
     signal.signal(signal.SIGTERM, _raise)
     seen = []
 
@@ -93,18 +84,19 @@ def _swallow_an_interruption(signum=signal.SIGINT):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_swallowed_interruption_comes_out_at_the_end_of_the_block(handlers, signum):
+def test_a_swallowed_interruption_comes_out_at_the_end_of_the_block(signum):
     signal.signal(signum, _raise)
     outcomes = []
     with pytest.raises(Raised) as raised:
-        with signals_kept() as interruptions:
+        with signals_kept() as kept:
+            outcomes.append(kept.interrupted)
             outcomes.append(_swallow_an_interruption(signum))
-            outcomes.append(len(interruptions))
-    assert outcomes == ["swallowed", 1] and raised.value.args == (signum,)
-    assert signal.getsignal(signum) is _raise
+            outcomes.append(kept.interrupted)
+    assert outcomes == [False, "swallowed", True] and raised.value.args == (signum,)
+    assert _handler_behind(signum) is _raise
 
 
-def test_an_interruption_that_comes_out_is_delivered_once(handlers):
+def test_an_interruption_that_comes_out_is_delivered_once():
     calls = []
 
     def count_and_raise(signum, frame):
@@ -118,7 +110,7 @@ def test_an_interruption_that_comes_out_is_delivered_once(handlers):
     assert calls == [signal.SIGINT]
 
 
-def test_an_interruption_turned_into_another_error_comes_out_as_itself(handlers):
+def test_an_interruption_turned_into_another_error_comes_out_as_itself():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt) as raised:
         with signals_kept():
@@ -130,23 +122,45 @@ def test_an_interruption_turned_into_another_error_comes_out_as_itself(handlers)
     assert isinstance(raised.value.__context__, RuntimeError)  # what the code made of it, kept for a report
 
 
-def test_a_handler_that_does_not_raise_is_not_called_twice(handlers):
+def test_a_handler_that_does_not_raise_is_not_called_twice():
     calls = []
     signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
-    with signals_kept() as interruptions:
+    with signals_kept() as kept:
         os.kill(os.getpid(), signal.SIGTERM)
         sum(range(100_000))
-    assert calls == [signal.SIGTERM] and interruptions == []
+    assert calls == [signal.SIGTERM] and not kept.interrupted
 
 
-def test_without_a_signal_kept_changes_nothing_and_errors_pass(handlers):
+def test_without_a_signal_kept_changes_nothing_and_errors_pass():
     signal.signal(signal.SIGTERM, _raise)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with pytest.raises(ValueError):
         with signals_kept():
             os.kill(os.getpid(), signal.SIGINT)  # ignored, as under nohup: it stays ignored
             raise ValueError("inside")
-    assert signal.getsignal(signal.SIGTERM) is _raise and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert _handler_behind(signal.SIGTERM) is _raise and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def _handler_behind(signum):
+    """The handler a signal reaches: the one installed, or the one signals_kept's relay calls."""
+    handler = signal.getsignal(signum)
+    return getattr(handler, "handler", handler)
+
+
+def test_the_relay_is_installed_once_and_a_later_handler_is_wrapped_in_turn():
+    signal.signal(signal.SIGINT, _raise)
+    with signals_kept():
+        pass
+    relay = signal.getsignal(signal.SIGINT)
+    with signals_kept():
+        pass
+    assert signal.getsignal(signal.SIGINT) is relay and relay.handler is _raise  # not wrapped twice
+    calls = []
+    signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))  # the user's own, set later
+    with signals_kept() as kept:
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(100_000))
+    assert calls == [signal.SIGINT] and not kept.interrupted
 
 
 # The compiled callers: an interruption that torch's guards swallow still stops the run
@@ -162,7 +176,7 @@ def _swallowing_graph(real_call, swallow_on_call):
 
 
 @pytest.mark.parametrize("swallow_on_call", [1, 2], ids=["while compiling", "a compiled call"])
-def test_the_compiled_step_loses_no_interruption(monkeypatch, handlers, swallow_on_call):
+def test_the_compiled_step_loses_no_interruption(monkeypatch, swallow_on_call):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(compiled, "_new_compiled_step", lambda: _swallowing_graph(compiled._step, swallow_on_call))
     recipe = build(TrainConfig(), torch.device("cpu"))
@@ -175,7 +189,7 @@ def test_the_compiled_step_loses_no_interruption(monkeypatch, handlers, swallow_
     assert step.implementation == "compiled"
 
 
-def test_an_interruption_inside_the_compiler_is_not_taken_for_a_compiler_failure(monkeypatch, handlers):
+def test_an_interruption_inside_the_compiler_is_not_taken_for_a_compiler_failure(monkeypatch):
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def compiler_wraps_it(*args):
@@ -193,7 +207,7 @@ def test_an_interruption_inside_the_compiler_is_not_taken_for_a_compiler_failure
 
 
 @pytest.mark.parametrize("swallow_on_call", [1, 2], ids=["while compiling", "a compiled call"])
-def test_the_distorter_loses_no_interruption(monkeypatch, handlers, swallow_on_call):
+def test_the_distorter_loses_no_interruption(monkeypatch, swallow_on_call):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(distort, "compiled", lambda graph: _swallowing_graph(graph, swallow_on_call))
     images = torch.rand(16, 784)

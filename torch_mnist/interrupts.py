@@ -9,7 +9,7 @@ handler's exception (KeyboardInterrupt) is raised there. Two kinds of code suffe
   before each call whether a compiled graph still fits its inputs, call Python functions (functorch's state,
   the saved-tensor hooks) and take an exception there for "does not fit": a Ctrl-C landing in one (a few
   percent of those during a training step) is gone, and the graph is compiled again or, under
-  ``skip_guard_eval_unsafe``, refused with a RuntimeError. :func:`signals_kept` delivers such a signal again
+  ``skip_guard_eval_unsafe``, refused with a RuntimeError. :class:`signals_kept` delivers such a signal again
   when the block ends.
 
 Only the main thread can install handlers: elsewhere both do nothing. A signal the process ignores
@@ -48,43 +48,51 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(received[0])  # now handled by the restored handler
 
 
-@contextlib.contextmanager
-def signals_kept() -> Iterator[List[Tuple[int, BaseException]]]:
-    """Deliver Ctrl-C and SIGTERM at once, as usual, and once more when the block ends if the exception their
-    handler raised did not come out of it (code inside caught it, or raised another error in its place).
+class _Relay:
+    """A handler that calls the one it wraps, and remembers what that handler raised."""
 
-    For long calls that may swallow an interruption (a torch.compile call that compiles: tens of seconds
-    that a Ctrl-C should cut short), where :func:`signals_deferred` would make the user wait. The block
-    is given the list of (signal, exception) its handlers raised so far, to tell an error of the code's
-    own from one an interruption caused.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield []
-        return
-    raised: List[Tuple[int, BaseException]] = []  # (signal, what its handler raised)
-    previous = {}
-    for sig in SIGNALS:
-        handler = signal.getsignal(sig)
-        if callable(handler):  # SIG_IGN stays ignored; SIG_DFL ends the process, and nothing can swallow that
-            previous[sig] = signal.signal(sig, _relay(handler, raised))
-    escaped = None
-    try:
-        yield raised
-    except BaseException as error:
-        escaped = error
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if raised and not any(error is escaped for _, error in raised):
-            signal.raise_signal(raised[0][0])  # the restored handler raises it again, out of the block
+    def __init__(self, handler: Callable):
+        self.handler = handler
 
-
-def _relay(handler: Callable, raised: List[Tuple[int, BaseException]]) -> Callable:
-    def relay(signum, frame):
+    def __call__(self, signum, frame):
         try:
-            handler(signum, frame)
+            self.handler(signum, frame)
         except BaseException as error:
-            raised.append((signum, error))
+            _raised.append((signum, error))
             raise
-    return relay
+
+
+_raised: List[Tuple[int, BaseException]] = []  # every (signal, exception) a relay's handler raised, in order
+
+
+class signals_kept:
+    """``with signals_kept() as kept:`` a Ctrl-C or SIGTERM acts at once, as usual; if the exception its
+    handler raised does not come out of the block (code inside caught it, or raised another error in its
+    place), the signal is delivered again as the block ends. ``kept.interrupted`` says whether one came.
+
+    For compiled calls, which may swallow an interruption in a guard and which must not wait (a call that
+    compiles takes tens of seconds). The handlers are wrapped in a relay once, not at every block (a
+    training step is a few milliseconds: swapping handlers around each one cost more than the step's
+    bookkeeping); the relay calls the handler it wraps, and a handler installed later is wrapped the
+    next time a block begins. In other threads, where no handler runs, it does nothing.
+    """
+
+    def __enter__(self) -> "signals_kept":
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                handler = signal.getsignal(sig)
+                # SIG_IGN stays ignored; SIG_DFL ends the process, and nothing can swallow that
+                if callable(handler) and not isinstance(handler, _Relay):
+                    signal.signal(sig, _Relay(handler))
+        self._first = len(_raised)
+        return self
+
+    @property
+    def interrupted(self) -> bool:
+        return len(_raised) > self._first
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        raised = _raised[self._first:]
+        if raised and not any(escaped is error for _, escaped in raised):
+            signal.raise_signal(raised[0][0])  # the relay's handler raises it again, out of the block
+        return False

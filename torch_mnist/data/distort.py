@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..distributed import Shard
 from ..errors import Note, one_line, quiet_cuda_probe
-from ..interrupts import signals_deferred, signals_kept
+from ..interrupts import signals_kept
 from .batches import Batch, InMemoryBatches, TensorSplit
 
 SIDE = 28
@@ -181,15 +181,15 @@ class Distorter:
         if self._graph is self._eager_graph:
             return self._graph(*arguments)
         count = arguments[3].shape[0]
-        if count in self._compiled_counts:  # a Ctrl-C waits for the call's end: one in a guard would be lost
-            with signals_deferred():
+        if count in self._compiled_counts:  # a Ctrl-C swallowed by a guard is delivered again after the call
+            with signals_kept():
                 return self._graph(*arguments)
-        with signals_kept() as interruptions:  # compiling takes seconds: a Ctrl-C acts at once, never lost
+        with signals_kept() as kept:  # compiling takes seconds: a Ctrl-C acts at once, and is never lost
             try:
                 with quiet_cuda_probe():
                     result = self._graph(*arguments)
             except Exception as e:  # torch.compile raises many types; nothing has run yet
-                if interruptions:
+                if kept.interrupted:
                     raise  # an interruption that torch turned into an error: delivered as itself on the way out
                 warnings.warn(f"the distortions cannot be compiled here ({one_line(e)}); drawing them eagerly, "
                               "which is slower", Note, stacklevel=3)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from ..errors import Note, one_line, quiet_cuda_probe
-from ..interrupts import signals_deferred, signals_kept
+from ..interrupts import signals_kept
 from ..model.optim import FLT_MIN, RMSprop
 from .onednn import compile_options
 
@@ -107,15 +107,15 @@ class CompiledStep:
             # This graph exists and everything its guards check is fixed for this step's life but what
             # ``signature`` holds (the model, the loss, the precision, the state's shapes), so only the
             # guards that tell its graphs apart (the batch shape) need to run: ~0.1 ms a step saved.
-            # A Ctrl-C waits for the step's end (a few ms): one landing in a guard would be lost.
-            with signals_deferred(), torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            # A Ctrl-C that lands in a guard is swallowed there: it is delivered again after the call.
+            with signals_kept(), torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                 return self._compiled_step(*arguments)
-        with signals_kept() as interruptions:  # compiling takes seconds: a Ctrl-C acts at once, never lost
+        with signals_kept() as kept:  # compiling takes seconds: a Ctrl-C acts at once, and is never lost
             try:  # compiling happens here; it fails before the graph runs, so nothing has been updated
                 with quiet_cuda_probe():
                     result = self._compiled_step(*arguments)
             except Exception as e:  # torch raises many types here (InductorError, BackendCompilerFailed, ...)
-                if interruptions:
+                if kept.interrupted:
                     raise  # an interruption that torch turned into an error: delivered as itself on the way out
                 warnings.warn(f"the training step cannot be compiled here ({one_line(e)}); training eagerly, "
                               "which is slower", Note, stacklevel=2)
