@@ -29,6 +29,7 @@ class TestAtomicWrite:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-write
             f.write(b"new second half")
 
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with pytest.raises(KeyboardInterrupt):
             atomic_write(path, interrupted_half_way)
         assert path.read_bytes() == b"new first half, new second half"
