@@ -217,3 +217,17 @@ def test_the_distorter_loses_no_interruption(monkeypatch, swallow_on_call):
         distorter(rows, generator)
     with pytest.raises(KeyboardInterrupt):
         distorter(rows, generator)
+
+
+def test_nothing_is_kept_once_the_blocks_end():
+    from torch_mnist import interrupts
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(KeyboardInterrupt):
+        with signals_kept():
+            with signals_kept():
+                _swallow_an_interruption()
+    with pytest.raises(KeyboardInterrupt):  # a relay outside any block passes the signal on, keeping nothing
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(100_000))
+    assert interrupts._raised == [] and interrupts._open_blocks == 0

@@ -58,11 +58,13 @@ class _Relay:
         try:
             self.handler(signum, frame)
         except BaseException as error:
-            _raised.append((signum, error))
+            if _open_blocks:  # kept only while a block may need it: an exception holds its frames
+                _raised.append((signum, error))
             raise
 
 
-_raised: List[Tuple[int, BaseException]] = []  # every (signal, exception) a relay's handler raised, in order
+_raised: List[Tuple[int, BaseException]] = []  # (signal, exception) a relay's handler raised in an open block
+_open_blocks = 0
 
 
 class signals_kept:
@@ -78,12 +80,15 @@ class signals_kept:
     """
 
     def __enter__(self) -> "signals_kept":
-        if threading.current_thread() is threading.main_thread():
+        global _open_blocks
+        self._main = threading.current_thread() is threading.main_thread()
+        if self._main:
             for sig in SIGNALS:
                 handler = signal.getsignal(sig)
                 # SIG_IGN stays ignored; SIG_DFL ends the process, and nothing can swallow that
                 if callable(handler) and not isinstance(handler, _Relay):
                     signal.signal(sig, _Relay(handler))
+            _open_blocks += 1
         self._first = len(_raised)
         return self
 
@@ -92,7 +97,12 @@ class signals_kept:
         return len(_raised) > self._first
 
     def __exit__(self, kind, error, traceback) -> bool:
+        global _open_blocks
+        if not self._main:
+            return False
         raised = _raised[self._first:]
+        del _raised[self._first:]  # handled here: it came out, or it is delivered again now
+        _open_blocks -= 1
         if raised and not any(escaped is error for _, escaped in raised):
             signal.raise_signal(raised[0][0])  # the relay's handler raises it again, out of the block
         return False
